@@ -1,0 +1,1 @@
+"""The versioned dataset store: the Sample record, Delta Lake tables with lineage, diffs and releases."""

@@ -1,0 +1,262 @@
+"""The `Sample` record: the one row type that flows through the data side.
+
+Every sample table in the store shares `SAMPLE_SCHEMA`. Rows are plain dicts
+keyed by field name (that is what Arrow, polars and JSONL all speak);
+`validate_sample` turns an untrusted dict into a checked, complete row, or
+raises `RecordError` naming the offending field.
+
+Two hashes identify a row:
+
+- `sample_id` names *which generation* this is: a hash of the prompt id, the
+  generator identity (backend, model id and hash), the sampling parameters,
+  the seed and the sample index. Regenerating with the same settings gives the
+  same id, which is what lets a rerun skip work it has already done.
+- `content_hash` names *what the row says*: a hash of every content and
+  judgement field. The store computes it on each write; two versions of a
+  table are diffed by comparing (sample_id, content_hash) pairs alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+TRACKS = ("reasoning", "non_reasoning")
+VERDICTS = ("correct", "incorrect", "unverifiable")
+
+SAMPLING_TYPE = pa.struct(
+    [
+        pa.field("temperature", pa.float64()),
+        pa.field("top_p", pa.float64()),
+        pa.field("top_k", pa.int32()),
+        pa.field("max_tokens", pa.int32()),
+    ]
+)
+
+VERDICT_TYPE = pa.struct(
+    [
+        pa.field("verifier", pa.string(), nullable=False),
+        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("version", pa.string()),
+    ]
+)
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        # identity
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        # content
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("reasoning", pa.string()),  # text inside <think>, null when not parsed
+        pa.field("answer", pa.string()),  # final answer text
+        pa.field("gold", pa.string()),  # reference answer, or tests as JSON
+        # kind
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("track", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("language", pa.string()),  # target language of the CoT (R1's language reward)
+        # generation
+        pa.field("backend", pa.string()),
+        pa.field("model_id", pa.string()),
+        pa.field("model_hash", pa.string()),
+        pa.field("sampling", SAMPLING_TYPE),
+        pa.field("seed", pa.int64()),
+        pa.field("sample_index", pa.int32()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        # judgement
+        pa.field("verdicts", pa.list_(pa.field("item", VERDICT_TYPE))),
+        pa.field("kept", pa.bool_()),  # null until a filter has decided
+        pa.field("filter_reason", pa.string()),
+        # lineage
+        pa.field("flow_run_id", pa.string()),
+        pa.field("config_hash", pa.string()),
+        # written by the store, never by callers
+        pa.field("content_hash", pa.string(), nullable=False),
+    ]
+)
+
+SAMPLE_FIELDS: tuple[str, ...] = tuple(SAMPLE_SCHEMA.names)
+REQUIRED_FIELDS = ("prompt", "completion", "domain", "track", "source")
+# Fields that say where a row came from rather than what it says: a rerun under
+# another flow run writes the same content and must not count as a change.
+LINEAGE_FIELDS = ("flow_run_id", "config_hash", "content_hash")
+CONTENT_FIELDS: tuple[str, ...] = tuple(f for f in SAMPLE_FIELDS if f not in LINEAGE_FIELDS)
+IDENTITY_FIELDS = (
+    "prompt_id",
+    "backend",
+    "model_id",
+    "model_hash",
+    "sampling",
+    "seed",
+    "sample_index",
+)
+
+_STRING_FIELDS = {f.name for f in SAMPLE_SCHEMA if pa.types.is_string(f.type)}
+_INT_FIELDS = {
+    f.name: f.type.bit_width for f in SAMPLE_SCHEMA if pa.types.is_integer(f.type)
+}
+_SAMPLING_KEYS = {f.name: f.type for f in SAMPLING_TYPE}
+_VERDICT_KEYS = {f.name: f.nullable for f in VERDICT_TYPE}
+
+
+class RecordError(ValueError):
+    """A row does not fit the Sample schema. `field` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _digest(kind: str, payload: Any) -> str:
+    """A stable 128-bit hex digest of a JSON-encodable value, tagged by kind."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{kind}\x00{text}".encode()).hexdigest()[:32]
+
+
+def prompt_id_for(prompt: str) -> str:
+    """The default prompt id: a hash of the prompt text."""
+    return _digest("prompt", prompt)
+
+
+def sample_id_for(row: Mapping[str, Any]) -> str:
+    """Deterministic id of one generation: same prompt, generator and sampling -> same id."""
+    return _digest("sample", [row.get(k) for k in IDENTITY_FIELDS])
+
+
+def content_hash_for(row: Mapping[str, Any]) -> str:
+    """Hash of everything a row says (identity, content, judgement), not where it came from."""
+    return _digest("content", [row.get(k) for k in CONTENT_FIELDS])
+
+
+def _check_int(name: str, value: Any, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(name, f"expected an integer, got {type(value).__name__} {value!r:.40}")
+    limit = 1 << (bits - 1)
+    if not -limit <= value < limit:
+        raise RecordError(name, f"{value} does not fit in int{bits}")
+    return value
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError(name, f"expected a number, got {type(value).__name__} {value!r:.40}")
+    if not math.isfinite(value):
+        raise RecordError(name, f"expected a finite number, got {value}")
+    return float(value)
+
+
+def _check_sampling(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise RecordError("sampling", f"expected an object, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(_SAMPLING_KEYS))
+    if unknown:
+        raise RecordError(
+            f"sampling.{unknown[0]}", f"unknown key; allowed: {', '.join(_SAMPLING_KEYS)}"
+        )
+    out: dict[str, Any] = {}
+    for key, typ in _SAMPLING_KEYS.items():
+        v = value.get(key)
+        if v is None:
+            out[key] = None
+        elif pa.types.is_integer(typ):
+            out[key] = _check_int(f"sampling.{key}", v, typ.bit_width)
+        else:
+            out[key] = _check_float(f"sampling.{key}", v)
+    return out
+
+
+def _check_verdicts(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError("verdicts", f"expected a list, got {type(value).__name__}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"verdicts[{i}]"
+        if not isinstance(item, Mapping):
+            raise RecordError(where, f"expected an object, got {type(item).__name__}")
+        unknown = sorted(set(item) - set(_VERDICT_KEYS))
+        if unknown:
+            raise RecordError(f"{where}.{unknown[0]}", "unknown key")
+        entry: dict[str, Any] = {}
+        for key, nullable in _VERDICT_KEYS.items():
+            v = item.get(key)
+            if v is None and not nullable:
+                raise RecordError(f"{where}.{key}", "missing")
+            if v is not None and not isinstance(v, str):
+                raise RecordError(f"{where}.{key}", f"expected a string, got {type(v).__name__}")
+            entry[key] = v
+        if entry["verdict"] not in VERDICTS:
+            raise RecordError(
+                f"{where}.verdict", f"{entry['verdict']!r} is not one of {', '.join(VERDICTS)}"
+            )
+        out.append(entry)
+    return out
+
+
+def validate_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an untrusted row and return it complete, with ids and content hash filled in.
+
+    Missing optional fields become null; `prompt_id` defaults to a hash of the
+    prompt and `sample_id` to `sample_id_for(row)`. A given `sample_id` that
+    differs from the computed one is kept: ids minted elsewhere stay stable.
+    Raises RecordError naming the first bad field.
+    """
+    if not isinstance(raw, Mapping):
+        raise RecordError("<row>", f"expected a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SAMPLE_FIELDS))
+    if unknown:
+        raise RecordError(unknown[0], "unknown field (see store.record.SAMPLE_SCHEMA)")
+    row: dict[str, Any] = {}
+    for name in SAMPLE_FIELDS:
+        value = raw.get(name)
+        if name in ("sampling", "verdicts", "kept", "content_hash"):
+            continue
+        if value is None:
+            if name in REQUIRED_FIELDS:
+                raise RecordError(name, "missing (required)")
+            row[name] = None
+        elif name in _STRING_FIELDS:
+            if not isinstance(value, str):
+                raise RecordError(name, f"expected a string, got {type(value).__name__}")
+            row[name] = value
+        elif name in _INT_FIELDS:
+            row[name] = _check_int(name, value, _INT_FIELDS[name])
+    for name in ("prompt", "domain", "source"):
+        if not row[name].strip():
+            raise RecordError(name, "must not be empty")
+    if row["track"] not in TRACKS:
+        raise RecordError("track", f"{row['track']!r} is not one of {', '.join(TRACKS)}")
+    kept = raw.get("kept")
+    if kept is not None and not isinstance(kept, bool):
+        raise RecordError("kept", f"expected true, false or null, got {kept!r:.40}")
+    row["kept"] = kept
+    row["sampling"] = _check_sampling(raw.get("sampling"))
+    row["verdicts"] = _check_verdicts(raw.get("verdicts"))
+    for name in ("prompt_tokens", "completion_tokens", "sample_index"):
+        if row[name] is not None and row[name] < 0:
+            raise RecordError(name, f"must be >= 0, got {row[name]}")
+    if row["prompt_id"] is None:
+        row["prompt_id"] = prompt_id_for(row["prompt"])
+    if row["sample_id"] is None:
+        row["sample_id"] = sample_id_for(row)
+    row["content_hash"] = content_hash_for(row)
+    return {name: row[name] for name in SAMPLE_FIELDS}
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Validated rows -> an Arrow table with SAMPLE_SCHEMA."""
+    return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
