@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -102,9 +102,7 @@ IDENTITY_FIELDS = (
 )
 
 _STRING_FIELDS = {f.name for f in SAMPLE_SCHEMA if pa.types.is_string(f.type)}
-_INT_FIELDS = {
-    f.name: f.type.bit_width for f in SAMPLE_SCHEMA if pa.types.is_integer(f.type)
-}
+_INT_FIELDS = {f.name: f.type.bit_width for f in SAMPLE_SCHEMA if pa.types.is_integer(f.type)}
 _SAMPLING_KEYS = {f.name: f.type for f in SAMPLING_TYPE}
 _VERDICT_KEYS = {f.name: f.nullable for f in VERDICT_TYPE}
 
@@ -134,9 +132,37 @@ def sample_id_for(row: Mapping[str, Any]) -> str:
     return _digest("sample", [row.get(k) for k in IDENTITY_FIELDS])
 
 
+def _content_digest(values: Iterable[Any]) -> str:
+    # Length-prefixed fields with a type tag: cheaper than JSON-encoding 6 KB
+    # texts, and "null" the string can never collide with a missing value.
+    h = hashlib.sha256(b"content\x00")
+    for v in values:
+        if isinstance(v, str):
+            data = b"s" + v.encode()
+        elif v is None:
+            data = b"n"
+        else:
+            data = b"j" + json.dumps(v, sort_keys=True, separators=(",", ":")).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
 def content_hash_for(row: Mapping[str, Any]) -> str:
     """Hash of everything a row says (identity, content, judgement), not where it came from."""
-    return _digest("content", [row.get(k) for k in CONTENT_FIELDS])
+    return _content_digest(row.get(k) for k in CONTENT_FIELDS)
+
+
+def with_content_hashes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Recompute the `content_hash` column of a SAMPLE_SCHEMA batch.
+
+    Works column-wise (one `to_pylist` per column) because building a dict per
+    row costs more than hashing it.
+    """
+    columns = [batch.column(name).to_pylist() for name in CONTENT_FIELDS]
+    hashes = pa.array([_content_digest(vals) for vals in zip(*columns, strict=True)], pa.string())
+    index = batch.schema.get_field_index("content_hash")
+    return batch.set_column(index, SAMPLE_SCHEMA.field("content_hash"), hashes)
 
 
 def _check_int(name: str, value: Any, bits: int) -> int:
@@ -260,3 +286,24 @@ def validate_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Validated rows -> an Arrow table with SAMPLE_SCHEMA."""
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+
+# Rows that failed validation on import. Kept, never dropped: the reason and
+# the source location tell the user what to fix, `raw` holds the original text.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("quarantine_id", pa.string(), nullable=False),  # hash of file digest + line
+        pa.field("target_table", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
+        pa.field("line", pa.int64(), nullable=False),  # 1-based line (JSONL) or row (Parquet)
+        pa.field("field", pa.string()),  # the offending key, when one is to blame
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),  # the original text, capped
+    ]
+)
+
+
+def quarantine_id_for(source_sha256: str, line: int) -> str:
+    """Deterministic id, so re-importing the same file does not quarantine a row twice."""
+    return _digest("quarantine", [source_sha256, line])

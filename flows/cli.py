@@ -1,0 +1,501 @@
+"""`r1f`: the factory's command line.
+
+Startup stays fast: this module imports only the standard library, and each
+command imports what it needs (polars, deltalake, rich, prefect, torch) when
+it runs. Human-readable tables by default, `--json` for machines; errors a
+user can fix are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from store.store import Store
+
+DEFAULT_STORE = "work/store"
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+# -- output helpers ----------------------------------------------------------
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    _console().print(table)
+
+
+def _progress(description: str, total: int | None, unit: str) -> Any:
+    """A rich progress bar on stderr; transient so it leaves no noise in logs."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        amount,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task(description, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+# -- store access ------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> Store:
+    from store.store import Store
+
+    return Store(args.store)
+
+
+def _ref(text: str, *, need_version: bool = False) -> tuple[str, int | None]:
+    from store.lineage import TableRef
+
+    try:
+        ref = TableRef.parse(text)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if need_version and ref.version is None:
+        raise UserError(f"{text!r}: name a version, e.g. {ref.table}@0")
+    return ref.table, ref.version
+
+
+def _lineage(writer: str) -> Any:
+    from store.lineage import Lineage
+
+    return Lineage(writer=writer, flow_run_id=os.environ.get("PREFECT__FLOW_RUN_ID"))
+
+
+# -- datasets commands ---------------------------------------------------------
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    infos = [store.info(name) for name in store.tables()]
+    if args.json:
+        _print_json([i.to_dict() for i in infos])
+        return 0
+    if not infos:
+        _console().print(f"No tables in {store.root} yet.")
+        return 0
+    _table(
+        f"Tables in {store.root}",
+        ["name", "kind", "version", "rows", "size", "last commit", "writer"],
+        [
+            (
+                i.name,
+                i.kind,
+                i.version,
+                f"{i.rows:,}",
+                _human_bytes(i.bytes),
+                i.last_commit.timestamp.isoformat(timespec="seconds"),
+                i.last_commit.lineage.writer if i.last_commit.lineage else "",
+            )
+            for i in infos
+        ],
+    )
+    return 0
+
+
+def cmd_datasets_show(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from store.store import key_for
+
+    store = _store(args)
+    name, version = _ref(args.ref)
+    info = store.info(name, version)
+    lf = store.scan(name, info.version)
+    if key_for(name) == "sample_id":
+        groups = ["domain", "track", "source"]
+        preview_cols = ["sample_id", "domain", "track", "source", "prompt", "kept"]
+    else:
+        groups = ["target_table", "source_file"]
+        preview_cols = ["line", "field", "reason", "source_file"]
+    composition = lf.group_by(groups).agg(pl.len().alias("rows")).sort(groups).collect()
+    preview = lf.select(preview_cols).head(args.rows).collect()
+    lineage = info.last_commit.lineage
+    if args.json:
+        _print_json(
+            {
+                **info.to_dict(),
+                "content_hash": store.content_hash(name, info.version)
+                if info.kind == "samples"
+                else None,
+                "composition": composition.to_dicts(),
+                "preview": preview.to_dicts(),
+            }
+        )
+        return 0
+    console = _console()
+    console.print(f"[bold]{name}@{info.version}[/bold]  ({info.kind})")
+    facts = [
+        ("rows", f"{info.rows:,}"),
+        ("files", f"{info.files} ({_human_bytes(info.bytes)})"),
+        ("committed", info.last_commit.timestamp.isoformat(timespec="seconds")),
+        ("operation", info.last_commit.operation),
+    ]
+    if info.kind == "samples":
+        facts.append(("content hash", store.content_hash(name, info.version)))
+    if lineage:
+        facts += [
+            ("writer", lineage.writer),
+            ("user", lineage.user),
+            ("code version", lineage.code_version),
+            ("config hash", lineage.config_hash or "-"),
+            ("flow run", lineage.flow_run_id or "-"),
+            ("parents", ", ".join(str(p) for p in lineage.parents) or "-"),
+        ]
+        facts += [(k, str(v)) for k, v in sorted(lineage.extra.items())]
+    _table(None, ["", ""], facts)
+    _table("Composition", [*groups, "rows"], composition.rows())
+    shown = preview.with_columns(
+        [pl.col(c).cast(pl.String).str.slice(0, 60) for c in preview.columns]
+    )
+    _table(f"First {preview.height} rows", preview.columns, shown.rows())
+    return 0
+
+
+def cmd_datasets_history(args: argparse.Namespace) -> int:
+    store = _store(args)
+    commits = store.history(args.name, args.limit)
+    if args.json:
+        _print_json([c.to_dict() for c in commits])
+        return 0
+    _table(
+        f"History of {args.name}",
+        [
+            "version",
+            "committed",
+            "operation",
+            "+rows",
+            "-rows",
+            "~rows",
+            "writer",
+            "config",
+            "parents",
+        ],
+        [
+            (
+                c.version,
+                c.timestamp.isoformat(timespec="seconds"),
+                c.operation,
+                c.rows_added,
+                c.rows_removed,
+                c.rows_updated,
+                c.lineage.writer if c.lineage else "",
+                (c.lineage.config_hash or "") if c.lineage else "",
+                ", ".join(str(p) for p in c.lineage.parents) if c.lineage else "",
+            )
+            for c in commits
+        ],
+    )
+    return 0
+
+
+def cmd_datasets_diff(args: argparse.Namespace) -> int:
+    from store.diff import diff_versions
+
+    name_a, ver_a = _ref(args.old, need_version=True)
+    name_b, ver_b = _ref(args.new, need_version=True)
+    if name_a != name_b:
+        raise UserError(f"diff compares two versions of one table, got {name_a} and {name_b}")
+    assert ver_a is not None and ver_b is not None
+    diff = diff_versions(_store(args), name_a, ver_a, ver_b)
+    if args.json:
+        _print_json(diff.to_dict())
+        return 0
+    _table(
+        f"{name_a}@{ver_a} -> {name_a}@{ver_b}",
+        ["rows before", "rows after", "added", "removed", "changed", "unchanged"],
+        [(diff.old_rows, diff.new_rows, diff.added, diff.removed, diff.changed, diff.unchanged)],
+    )
+    keys = ["domain", "track", "source", "old", "new", "delta", "added", "removed", "changed"]
+    _table(
+        "Composition",
+        keys,
+        [[row[k] if k != "delta" else f"{row[k]:+d}" for k in keys] for row in diff.composition],
+    )
+    return 0
+
+
+def cmd_datasets_import(args: argparse.Namespace) -> int:
+    from store.ingest import import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    total = path.stat().st_size if path.suffix.lower() == ".jsonl" else None
+    unit = "bytes" if total is not None else "rows"
+    progress, advance = _progress(f"importing {path.name}", total, unit)
+    with progress:
+        report = import_file(
+            _store(args),
+            path,
+            args.table,
+            lineage=_lineage("r1f datasets import"),
+            progress=advance,
+        )
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        console = _console()
+        console.print(
+            f"{path}: read {report.rows_read:,} rows: {report.valid:,} valid "
+            f"({report.written:,} new, {report.already_present:,} already in {report.table}), "
+            f"{report.invalid:,} quarantined."
+        )
+        if report.version >= 0:
+            console.print(f"{report.table} is at version {report.version}.")
+        if report.invalid:
+            console.print(
+                f"Quarantined rows are in {report.table}.quarantine@{report.quarantine_version} "
+                f"(see: r1f datasets show {report.table}.quarantine)."
+            )
+            _table(
+                "Quarantine reasons",
+                ["kind", "rows", "first example"],
+                [(k, n, report.examples[k]) for k, n in report.reasons.items()],
+            )
+    if report.valid == 0:
+        _console(stderr=True).print(f"error: {path}: no valid rows found")
+        return 1
+    return 0
+
+
+def cmd_datasets_export(args: argparse.Namespace) -> int:
+    from data_cards.from_store import write_card_for_version
+    from store.release import DATA_FILES, export_release
+
+    store = _store(args)
+    name, version = _ref(args.ref, need_version=True)
+    assert version is not None
+    rows = store.info(name, version).rows
+
+    def write_card(staging: Path, manifest: dict[str, Any]) -> None:
+        write_card_for_version(store, name, version, staging, data_files=DATA_FILES)
+
+    progress, advance = _progress(f"exporting {name}@{version}", rows, "rows")
+    with progress:
+        release = export_release(
+            store,
+            name,
+            version,
+            args.to,
+            write_card=write_card,
+            shard_bytes=args.shard_mb * 1024 * 1024,
+            progress=advance,
+        )
+    if args.json:
+        _print_json({"path": str(release.path), **release.manifest})
+        return 0
+    m = release.manifest
+    _console().print(
+        f"Exported {name}@{version}: {m['rows']:,} rows in {len(m['shards'])} shard(s) to "
+        f"{release.path}\n  content hash {m['content_hash']}\n  card: {release.path / 'README.md'}\n"
+        f'  load: datasets.load_dataset("{release.path}")'
+    )
+    return 0
+
+
+def cmd_datasets_verify(args: argparse.Namespace) -> int:
+    from store.release import verify_release
+
+    problems = verify_release(args.dir)
+    if args.json:
+        _print_json({"path": args.dir, "ok": not problems, "problems": problems})
+    elif problems:
+        for p in problems:
+            _console(stderr=True).print(f"{args.dir}: {p}")
+    else:
+        _console().print(f"{args.dir}: every shard matches the manifest.")
+    return 1 if problems else 0
+
+
+def cmd_datasets_card(args: argparse.Namespace) -> int:
+    from data_cards.from_store import write_card_for_version
+
+    store = _store(args)
+    name, version = _ref(args.ref)
+    version = store.latest_version(name) if version is None else version
+    path = write_card_for_version(store, name, version, Path(args.to))
+    if args.json:
+        _print_json({"card": str(path)})
+    else:
+        _console().print(f"Card for {name}@{version} written to {path}")
+    return 0
+
+
+def cmd_datasets_vacuum(args: argparse.Namespace) -> int:
+    orphans = _store(args).vacuum(args.name, dry_run=not args.apply)
+    if args.json:
+        _print_json({"table": args.name, "removed" if args.apply else "would_remove": orphans})
+        return 0
+    verb = "Removed" if args.apply else "Would remove (pass --apply to delete)"
+    _console().print(f"{verb} {len(orphans)} unreferenced file(s) in {args.name}.")
+    for path in orphans:
+        _console().print(f"  {path}")
+    return 0
+
+
+# -- config and demo -----------------------------------------------------------
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from flows.config import load_run_config
+    from store.config import config_hash, config_to_dict, dump_config
+
+    config = load_run_config(args.file)
+    if args.json:
+        _print_json({"config_hash": config_hash(config), "config": config_to_dict(config)})
+    else:
+        sys.stdout.write(f"# {args.file} (resolved; config hash {config_hash(config)})\n")
+        sys.stdout.write(dump_config(config))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    return run_demo(args.config)
+
+
+# -- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r1f",
+        description="r1-factory: a reasoning-data factory for the DeepSeek-R1 recipe.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        group: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        return p
+
+    datasets = commands.add_parser(
+        "datasets", help="inspect, import and export versioned dataset tables"
+    )
+    datasets.add_argument(
+        "--store",
+        default=os.environ.get("R1F_STORE", DEFAULT_STORE),
+        help="store root: a directory or object-store URI (default: $R1F_STORE or work/store)",
+    )
+    ds = datasets.add_subparsers(dest="datasets_command", metavar="COMMAND", required=True)
+    add(ds, "list", cmd_datasets_list, "list the tables in the store")
+    p = add(ds, "show", cmd_datasets_show, "show one table version: size, lineage, composition")
+    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("--rows", type=int, default=5, help="preview rows (default 5)")
+    p = add(ds, "history", cmd_datasets_history, "list a table's commits, newest first")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--limit", type=int, default=None)
+    p = add(ds, "diff", cmd_datasets_diff, "rows added, removed and changed between two versions")
+    p.add_argument("old", metavar="NAME@A")
+    p.add_argument("new", metavar="NAME@B")
+    p = add(
+        ds, "import", cmd_datasets_import, "import JSONL/Parquet rows; bad rows are quarantined"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--table", required=True, metavar="NAME")
+    p = add(
+        ds, "export", cmd_datasets_export, "export a version as a release (shards, manifest, card)"
+    )
+    p.add_argument("ref", metavar="NAME@VERSION")
+    p.add_argument("--to", required=True, metavar="DIR")
+    p.add_argument("--shard-mb", type=int, default=512, help="uncompressed MB per shard")
+    p = add(ds, "verify", cmd_datasets_verify, "check a release's shards against its manifest")
+    p.add_argument("dir", metavar="DIR")
+    p = add(ds, "card", cmd_datasets_card, "render the dataset card of a version")
+    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("--to", required=True, metavar="DIR")
+    p = add(
+        ds, "vacuum", cmd_datasets_vacuum, "remove files no version references (killed writers)"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--apply", action="store_true", help="delete; without it, only list")
+
+    config = commands.add_parser("config", help="inspect run configs")
+    cfg = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    p = add(cfg, "show", cmd_config_show, "print a config file fully resolved (defaults, extends)")
+    p.add_argument("file", metavar="FILE")
+
+    p = add(
+        commands, "demo", cmd_demo, "run the recipe, as far as it is built, at toy scale on the CPU"
+    )
+    p.add_argument("--config", default="configs/demo.yaml", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UserError as err:
+        sys.stderr.write(f"r1f: error: {err}\n")
+        return 2
+    except Exception as err:
+        # Errors from our own layers carry messages meant for users; show them plainly.
+        from store.config import ConfigError
+        from store.store import StoreError
+
+        if isinstance(err, StoreError | ConfigError):
+            sys.stderr.write(f"r1f: error: {err}\n")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The run config: one YAML file per run, one typed section per part of the recipe.
+
+Each section's schema lives with the package it configures (`StoreConfig` in
+`store`); a section appears here once its stage is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.config import load_config
+from store.store import StoreConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How big the toy demo is; every count is per task source."""
+
+    tasks_per_source: int = 25
+    difficulty: int = 1
+    # Malformed rows appended to the first import, to show quarantine at work.
+    planted_bad_rows: int = 3
+    out_dir: str = "work/demo"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "toy"
+    seed: int = field(default=0, metadata={"doc": "seed for every random choice of the run"})
+    store: StoreConfig = field(default_factory=StoreConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return load_config(path, RunConfig)

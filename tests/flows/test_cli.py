@@ -1,0 +1,180 @@
+"""The `r1f` command line: every datasets command, config show, errors and JSON output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import build_parser
+from flows.cli import main as r1f
+from store.record import to_table, validate_sample
+
+
+@pytest.fixture
+def populated(store, rows, lineage):
+    """A store with one table at version 2 (insert, insert, change+delete)."""
+    base = rows(30)
+    store.commit("toy", to_table(base), lineage=lineage)
+    store.commit("toy", to_table(rows(10, start=30)), lineage=lineage)
+    store.upsert("toy", to_table([validate_sample({**base[0], "kept": False})]), lineage=lineage)
+    store.delete("toy", [base[1]["sample_id"]], lineage=lineage)
+    return store
+
+
+def run(capsys, *argv):
+    code = r1f(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        r1f(["--help"])
+    out = capsys.readouterr().out
+    for command in ("datasets", "config", "demo"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        r1f(["datasets", "--help"])
+    out = capsys.readouterr().out
+    for command in (
+        "list",
+        "show",
+        "history",
+        "diff",
+        "import",
+        "export",
+        "verify",
+        "card",
+        "vacuum",
+    ):
+        assert command in out
+
+
+def test_cli_import_stays_light():
+    # `r1f --help` must not pay for polars, deltalake, torch or prefect.
+    probe = (
+        "import sys; from flows.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('polars', 'deltalake', 'torch', 'prefect', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_list_show_history(populated, capsys):
+    root = populated.root
+    code, out, _ = run(capsys, "datasets", "--store", root, "list", "--json")
+    assert code == 0
+    [info] = json.loads(out)
+    assert (info["name"], info["version"], info["rows"]) == ("toy", 3, 39)
+
+    code, out, _ = run(capsys, "datasets", "--store", root, "show", "toy@1", "--json")
+    shown = json.loads(out)
+    assert (shown["version"], shown["rows"]) == (1, 40)
+    assert sum(g["rows"] for g in shown["composition"]) == 40
+    assert shown["content_hash"] == populated.content_hash("toy", 1)
+
+    code, out, _ = run(capsys, "datasets", "--store", root, "show", "toy")
+    assert code == 0 and "toy@3" in out and "Composition" in out and "tests" in out
+
+    code, out, _ = run(capsys, "datasets", "--store", root, "history", "toy", "--json")
+    history = json.loads(out)
+    assert [c["version"] for c in history] == [3, 2, 1, 0]
+    assert [c["operation"] for c in history] == ["MERGE", "MERGE", "WRITE", "WRITE"]
+    assert history[-1]["lineage"]["config_hash"] == "cfg0"
+    code, out, _ = run(capsys, "datasets", "--store", root, "history", "toy")
+    assert code == 0 and "MERGE" in out
+
+
+def test_diff(populated, capsys):
+    code, out, _ = run(
+        capsys, "datasets", "--store", populated.root, "diff", "toy@0", "toy@3", "--json"
+    )
+    diff = json.loads(out)
+    assert (diff["added"], diff["removed"], diff["changed"]) == (10, 1, 1)
+    code, out, _ = run(capsys, "datasets", "--store", populated.root, "diff", "toy@0", "toy@3")
+    assert code == 0 and "Composition" in out
+
+
+def test_export_verify_and_card(populated, capsys, tmp_path):
+    release = tmp_path / "release"
+    code, out, _ = run(
+        capsys,
+        "datasets",
+        "--store",
+        populated.root,
+        "export",
+        "toy@2",
+        "--to",
+        str(release),
+        "--json",
+    )
+    assert code == 0
+    manifest = json.loads(out)
+    assert manifest["rows"] == 40 and (release / "README.md").is_file()
+    code, out, _ = run(capsys, "datasets", "verify", str(release))
+    assert code == 0 and "every shard matches" in out
+    (release / manifest["shards"][0]["path"]).write_bytes(b"tampered")
+    code, _, err = run(capsys, "datasets", "verify", str(release))
+    assert code == 1 and "bytes, manifest says" in err
+
+    card_dir = tmp_path / "card"
+    code, out, _ = run(
+        capsys, "datasets", "--store", populated.root, "card", "toy", "--to", str(card_dir)
+    )
+    assert code == 0 and (card_dir / "README.md").read_text().startswith("---\n")
+
+
+def test_vacuum_lists_then_removes(populated, capsys):
+    code, out, _ = run(capsys, "datasets", "--store", populated.root, "vacuum", "toy", "--json")
+    assert code == 0 and json.loads(out)["would_remove"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["show", "nope"], "no table 'nope'"),
+        (["show", "toy@99"], "toy@99: no such version"),
+        (["diff", "toy@0", "toy"], "name a version, e.g. toy@0"),
+        (["diff", "toy@0", "other@1"], "two versions of one table"),
+        (["export", "toy@x", "--to", "d"], "must be a number"),
+        (["import", "missing.jsonl", "--table", "toy"], "missing.jsonl: no such file"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(populated, capsys, argv, message):
+    code, _, err = run(capsys, "datasets", "--store", populated.root, *argv)
+    assert code == 2
+    assert err.startswith("r1f: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_config_show_prints_the_resolved_config(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text("seed: 3\nstore:\n  root: /data/store\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\n")
+    code, out, _ = run(capsys, "config", "show", str(child))
+    assert code == 0
+    assert "name: child" in out and "seed: 3" in out and "root: /data/store" in out
+    assert "tasks_per_source: 25" in out  # defaults are filled in
+    code, out, _ = run(capsys, "config", "show", str(child), "--json")
+    shown = json.loads(out)
+    assert shown["config"]["seed"] == 3 and len(shown["config_hash"]) == 16
+
+
+def test_config_show_names_file_line_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nstore:\n  rot: /x\n")
+    code, _, err = run(capsys, "config", "show", str(bad))
+    assert code == 2
+    assert f"{bad}:3: store.rot: unknown key" in err and "Did you mean 'root'?" in err
+    code, _, err = run(capsys, "config", "show", str(tmp_path / "none.yaml"))
+    assert code == 2 and "config file not found" in err
+
+
+def test_every_subcommand_has_a_handler():
+    parser = build_parser()
+    for args in (["datasets", "list"], ["config", "show", "f"], ["demo"]):
+        assert callable(parser.parse_args(args).handler)

@@ -1,0 +1,24 @@
+"""`r1f demo` runs end to end on a small config and reports only what it did."""
+
+from __future__ import annotations
+
+from flows.demo import NOT_BUILT, run_demo
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    config = tmp_path / "demo.yaml"
+    config.write_text(
+        f"store:\n  root: {tmp_path / 'store'}\n"
+        f"demo:\n  tasks_per_source: 4\n  planted_bad_rows: 3\n  out_dir: {tmp_path / 'out'}\n"
+    )
+    assert run_demo(config) == 0
+    out = capsys.readouterr().out
+    assert "32 valid (32 new, 0 already present), 3 quarantined -> toy-reference@0" in out
+    assert "32 valid (0 new, 32 already present)" in out  # the rerun adds nothing
+    assert "diff @0 -> @1: 32 -> 64 rows; added 32, removed 0, changed 0" in out
+    assert "manifest check: all shard hashes match" in out
+    assert "datasets.load_dataset: 64 rows" in out
+    for stage, _issue in NOT_BUILT:
+        assert stage in out
+    assert (tmp_path / "out" / "release" / "README.md").is_file()
