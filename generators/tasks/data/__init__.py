@@ -1,0 +1,1 @@
+"""Bundled tables for the non-reasoning task sources (read with importlib.resources)."""
