@@ -34,7 +34,15 @@ class UserError(Exception):
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (logs, CI) gets a wide page instead of rich's 80 columns,
+    # so tables are not folded into unreadable slivers.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def _when(ts: Any) -> str:
+    return str(ts.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def _print_json(obj: Any) -> None:
@@ -136,7 +144,7 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
                 i.version,
                 f"{i.rows:,}",
                 _human_bytes(i.bytes),
-                i.last_commit.timestamp.isoformat(timespec="seconds"),
+                _when(i.last_commit.timestamp),
                 i.last_commit.lineage.writer if i.last_commit.lineage else "",
             )
             for i in infos
@@ -180,7 +188,7 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
     facts = [
         ("rows", f"{info.rows:,}"),
         ("files", f"{info.files} ({_human_bytes(info.bytes)})"),
-        ("committed", info.last_commit.timestamp.isoformat(timespec="seconds")),
+        ("committed", _when(info.last_commit.timestamp) + " UTC"),
         ("operation", info.last_commit.operation),
     ]
     if info.kind == "samples":
@@ -226,7 +234,7 @@ def cmd_datasets_history(args: argparse.Namespace) -> int:
         [
             (
                 c.version,
-                c.timestamp.isoformat(timespec="seconds"),
+                _when(c.timestamp),
                 c.operation,
                 c.rows_added,
                 c.rows_removed,
