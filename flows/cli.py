@@ -257,7 +257,8 @@ def cmd_datasets_diff(args: argparse.Namespace) -> int:
     if name_a != name_b:
         raise UserError(f"diff compares two versions of one table, got {name_a} and {name_b}")
     assert ver_a is not None and ver_b is not None
-    diff = diff_versions(_store(args), name_a, ver_a, ver_b)
+    with _console(stderr=True).status(f"diffing {name_a}@{ver_a} and @{ver_b}"):
+        diff = diff_versions(_store(args), name_a, ver_a, ver_b)
     if args.json:
         _print_json(diff.to_dict())
         return 0
