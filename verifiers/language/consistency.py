@@ -1,0 +1,118 @@
+"""Language consistency: the share of a chain of thought in the target language.
+
+This is R1's language-consistency reward, "the proportion of target-language
+words in the CoT", and the mixed-language rule of its rejection sampling.
+Words are counted as `scripts.iter_words` defines them (a Han or kana
+character counts as one word), after code and math are stripped, so formulas,
+code and numbers neither help nor hurt. A word is in the target language when
+its script is one the language is written in:
+
+    en, fr, de, es: latin    zh: han    ja: han, kana    ko: hangul, han
+    ru: cyrillic             ar: arabic el: greek
+
+`zh` counts Han only, not all of CJK: kana in a Chinese chain of thought is
+Japanese mixed in. Language tags such as `zh-CN` or `en_US` are reduced to
+their first part.
+
+For the Latin-script targets script alone cannot tell English from French, so
+each sentence is also run through `latin.identify_latin_language`; a sentence
+clearly in another of en/fr/de/es (or, failing a clear call for the sentence,
+inside a text clearly in another of them) counts as off-target.
+
+What is covered
+- Chinese, Japanese, Korean, Russian, Arabic and Greek against any other
+  script; English, French, German and Spanish against each other when a
+  sentence carries enough function words to be sure (see `latin`).
+- Unicode edge cases: full-width letters and punctuation, emoji, math
+  alphanumerics, combining accents.
+
+What is not covered
+- Latin-script languages other than en/fr/de/es pass as the Latin target
+  (Italian reasoning scores 1.0 for "en"); short sentences with under two
+  function words are not identified and count as on-target.
+- Languages sharing a script outside Latin (Russian vs Ukrainian, Chinese vs
+  Japanese kanji-only text, Simplified vs Traditional Chinese).
+- Transliteration (pinyin, romaji) and code identifiers written outside
+  backticks count as Latin words; text between two dollar signs on one line
+  ("$5 and $10") is taken for inline math and not counted.
+- A Han character is not a word: a Chinese word averages about 1.5
+  characters, so a Chinese text with English words in it scores slightly
+  higher than a true word count would give, and the reverse for `en`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from verifiers.language.latin import LATIN_LANGUAGES, identify_latin_language
+from verifiers.language.scripts import iter_words, strip_non_prose
+
+TARGET_SCRIPTS: dict[str, frozenset[str]] = {
+    "en": frozenset({"latin"}),
+    "fr": frozenset({"latin"}),
+    "de": frozenset({"latin"}),
+    "es": frozenset({"latin"}),
+    "zh": frozenset({"han"}),
+    "ja": frozenset({"han", "kana"}),
+    "ko": frozenset({"hangul", "han"}),
+    "ru": frozenset({"cyrillic"}),
+    "ar": frozenset({"arabic"}),
+    "el": frozenset({"greek"}),
+}
+SUPPORTED_LANGUAGES = tuple(TARGET_SCRIPTS)
+
+MIXED_LANGUAGE = "mixed_language"
+
+# Sentence ends: Western punctuation followed by a space or the end, CJK
+# punctuation (ideographic full stop and the full-width ! ? ; :) anywhere, and
+# line breaks. "3.5" and "e.g.x" are not cut.
+_SENTENCE_END = re.compile(r"[.!?;:]+(?=\s|$)|[\u3002\uff01\uff1f\uff1b\uff1a\n]+")
+
+
+def normalize_language(target: str) -> str:
+    """`target`'s primary language subtag, checked against `SUPPORTED_LANGUAGES`."""
+    code = re.split(r"[-_]", target.strip().lower(), maxsplit=1)[0]
+    if code not in TARGET_SCRIPTS:
+        raise ValueError(
+            f"unsupported target language {target!r}: "
+            f"use one of {', '.join(SUPPORTED_LANGUAGES)} (a tag like 'zh-CN' is fine)"
+        )
+    return code
+
+
+def _latin_off_target_words(sentences: list[list[tuple[str, str]]], target: str) -> int:
+    """Latin words in sentences identified as a Latin language other than `target`."""
+    latin = [[w for script, w in words if script == "latin"] for words in sentences]
+    whole = identify_latin_language(w for words in latin for w in words)
+    off = 0
+    for words in latin:
+        language = identify_latin_language(words) or whole
+        if language is not None and language != target:
+            off += len(words)
+    return off
+
+
+def language_consistency(text: str, target: str) -> float:
+    """Share in [0, 1] of `text`'s words that are in `target`; 1.0 when it has none.
+
+    A text with no counted words (empty, or only math, code, digits or emoji)
+    has nothing in another language, hence 1.0; this is also what an empty
+    chain of thought (the non-reasoning track) scores.
+    """
+    code = normalize_language(target)
+    scripts = TARGET_SCRIPTS[code]
+    sentences = [list(iter_words(part)) for part in _SENTENCE_END.split(strip_non_prose(text))]
+    total = sum(len(words) for words in sentences)
+    if total == 0:
+        return 1.0
+    on_target = sum(script in scripts for words in sentences for script, _ in words)
+    if code in LATIN_LANGUAGES:
+        on_target -= _latin_off_target_words(sentences, code)
+    return on_target / total
+
+
+def detect_mixed_language(text: str, target: str, threshold: float = 0.9) -> str | None:
+    """`"mixed_language"` when `language_consistency(text, target) < threshold`, else None."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return MIXED_LANGUAGE if language_consistency(text, target) < threshold else None
