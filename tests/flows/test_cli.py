@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         r1f(["--help"])
     out = capsys.readouterr().out
-    for command in ("datasets", "config", "demo"):
+    for command in ("datasets", "verify", "config", "demo"):
         assert command in out
     with pytest.raises(SystemExit):
         r1f(["datasets", "--help"])
@@ -174,7 +174,56 @@ def test_config_show_names_file_line_and_key(tmp_path, capsys):
     assert code == 2 and "config file not found" in err
 
 
+def test_verify_code_adds_verdicts_in_order(tmp_path, capsys):
+    rows = [
+        {
+            "id": 1,
+            "completion": "print(int(input()) * 2)",
+            "tests": {"kind": "stdio", "cases": [{"input": "21\n", "output": "42\n"}]},
+        },
+        {
+            "id": 2,
+            "completion": "def add(a, b):\n    return a - b",
+            "tests": {
+                "kind": "assert",
+                "code": "def check(f):\n    assert f(2, 3) == 5",
+                "entry_point": "add",
+            },
+        },
+        {"id": 3, "completion": "x = 1", "tests": {"kind": "unknown"}},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = tmp_path / "out.jsonl"
+    code, out, _ = run(
+        capsys,
+        "verify",
+        "code",
+        "--input",
+        str(source),
+        "--output",
+        str(target),
+        "--workers",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)["rows"] == 3
+    results = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["id"] for r in results] == [1, 2, 3]
+    assert [(r["verdict"], r["detail"]) for r in results] == [
+        ("correct", "passed"),
+        ("incorrect", "wrong_answer"),
+        ("unverifiable", "bad_input"),
+    ]
+
+
 def test_every_subcommand_has_a_handler():
     parser = build_parser()
-    for args in (["datasets", "list"], ["config", "show", "f"], ["demo"]):
+    for args in (
+        ["datasets", "list"],
+        ["config", "show", "f"],
+        ["demo"],
+        ["verify", "math", "--input", "a", "--output", "b"],
+    ):
         assert callable(parser.parse_args(args).handler)
