@@ -1,0 +1,53 @@
+"""DeepSeek-V3 (MLA, DeepSeekMoE, MTP) in plain PyTorch; see README.md next to this file."""
+
+from trainer.model.balance import expert_load, max_load_violation, update_router_bias
+from trainer.model.losses import lm_loss, mtp_depth_losses, mtp_loss
+from trainer.model.model import (
+    MLA,
+    MLP,
+    PRESETS,
+    Block,
+    Gate,
+    KVCache,
+    ModelArgs,
+    ModelOutput,
+    MoE,
+    MTPModule,
+    RMSNorm,
+    Transformer,
+    count_parameters,
+    debug,
+    tiny,
+    v2_236b,
+    v2_lite_16b,
+    v3_671b,
+    vllm_tiny,
+)
+
+__all__ = [
+    "MLA",
+    "MLP",
+    "PRESETS",
+    "Block",
+    "Gate",
+    "KVCache",
+    "MTPModule",
+    "MoE",
+    "ModelArgs",
+    "ModelOutput",
+    "RMSNorm",
+    "Transformer",
+    "count_parameters",
+    "debug",
+    "expert_load",
+    "lm_loss",
+    "max_load_violation",
+    "mtp_depth_losses",
+    "mtp_loss",
+    "tiny",
+    "update_router_bias",
+    "v2_236b",
+    "v2_lite_16b",
+    "v3_671b",
+    "vllm_tiny",
+]
