@@ -1,4 +1,7 @@
-"""The bundled trainer: DeepSeek-V3 (MLA, MoE, MTP), FP8, SFT, GRPO and the R1 stages.
+"""The bundled trainer: DeepSeek-V3 (MLA, MoE, MTP), tokenizer, checkpoints, generation.
 
-Not built yet (issue #3 and later): this package holds no model today.
+Built: `trainer.model` (the architecture, router balancing, losses),
+`trainer.checkpoint` (Hugging Face DeepSeek-V3 layout, safetensors only),
+`trainer.tokenizer` (byte-level BPE and the R1 chat template).
+Not built yet: FP8 kernels, parallelism, SFT, GRPO and the R1 stages.
 """
