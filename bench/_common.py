@@ -50,18 +50,46 @@ def peak_rss_gb() -> float:
 
 
 class Stopwatch:
-    """`with Stopwatch() as sw: ...` then `sw.seconds`; wall clock, monotonic."""
+    """`with Stopwatch() as sw: ...` then `sw.seconds` (wall) and `sw.cpu_seconds`.
+
+    CPU time covers every thread of this process (Arrow and Rust workers
+    included); on a shared machine it moves much less than wall time does.
+    """
 
     def __init__(self) -> None:
-        self.start = 0.0
-        self.seconds = 0.0
+        self.start = self.cpu_start = 0.0
+        self.seconds = self.cpu_seconds = 0.0
 
     def __enter__(self) -> Stopwatch:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all processes)."""
+    t = psutil.cpu_times()
+    return (
+        t.user
+        + t.system
+        + getattr(t, "nice", 0.0)
+        + getattr(t, "irq", 0.0)
+        + getattr(t, "softirq", 0.0)
+    )
+
+
+def _children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 @dataclass
@@ -77,6 +105,10 @@ class StepOutcome:
     # child's own figures, which cover only the measured work.
     process_s: float = 0.0
     sampled_peak_rss_gb: float = 0.0
+    # Share of the machine's CPU capacity that *other* processes used while the
+    # step ran (0.0: the step had the machine to itself; 0.5 on 2 cores: another
+    # job kept a whole core busy). High values mean inflated wall times.
+    others_cpu_share: float = 0.0
 
 
 def run_child(
@@ -96,6 +128,7 @@ def run_child(
     runaway step fails the benchmark instead of taking the machine down.
     """
     result_path.unlink(missing_ok=True)
+    busy0, children0, own0 = _busy_cpu_seconds(), _children_cpu_seconds(), _own_cpu_seconds()
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv))
     ps = psutil.Process(proc.pid)
@@ -114,11 +147,15 @@ def run_child(
             proc.wait()
             break
         time.sleep(poll_s)
+    wall = time.perf_counter() - started
+    ours = (_children_cpu_seconds() - children0) + (_own_cpu_seconds() - own0)
+    others = max(0.0, _busy_cpu_seconds() - busy0 - ours)
     outcome = StepOutcome(
         name=name,
         ok=False,
-        process_s=time.perf_counter() - started,
+        process_s=wall,
         sampled_peak_rss_gb=sampled / GB,
+        others_cpu_share=others / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0,
     )
     if killed:
         outcome.error = killed

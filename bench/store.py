@@ -69,6 +69,8 @@ TARGET_RSS_GB = 6.0
 # step from taking the shared machine down.
 STEP_TIMEOUT_S = 1800.0
 RSS_CAP_GB = 16.0
+# Above this share of the machine taken by other processes, a step's wall time is suspect.
+CONTENDED_SHARE = 0.15
 
 # ---------------------------------------------------------------------------
 # Synthetic data
@@ -481,6 +483,7 @@ def step_generate(ctx: Ctx) -> dict[str, Any]:
     text = np.concatenate(lengths)
     return {
         "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
         "rows": ctx.rows,
         "text_bytes": int(text.sum()),
         "text_mean_bytes": float(text.mean()),
@@ -499,7 +502,12 @@ def step_anchor_write(ctx: Ctx) -> dict[str, Any]:
     with Stopwatch() as sw, writer:
         for batch in row_batches(ctx.pool, ctx.rows):
             writer.write_batch(batch, row_group_size=BATCH_ROWS)
-    return {"seconds": sw.seconds, "rows": ctx.rows, "disk_bytes": ctx.anchor_path.stat().st_size}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": ctx.rows,
+        "disk_bytes": ctx.anchor_path.stat().st_size,
+    }
 
 
 def _touch(batch: pa.RecordBatch) -> tuple[int, int]:
@@ -515,7 +523,13 @@ def step_anchor_read(ctx: Ctx) -> dict[str, Any]:
         for batch in pq.ParquetFile(ctx.anchor_path).iter_batches(batch_size=BATCH_ROWS):
             t, c = _touch(batch)
             rows, text, closed = rows + batch.num_rows, text + t, closed + c
-    return {"seconds": sw.seconds, "rows": rows, "text_bytes": text, "think_closed": closed}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": rows,
+        "text_bytes": text,
+        "think_closed": closed,
+    }
 
 
 def step_anchor_read_column(ctx: Ctx) -> dict[str, Any]:
@@ -525,7 +539,7 @@ def step_anchor_read_column(ctx: Ctx) -> dict[str, Any]:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["completion"]):
             rows += batch.num_rows
             text += int(pc.sum(pc.binary_length(batch.column(0))).as_py() or 0)
-    return {"seconds": sw.seconds, "rows": rows, "text_bytes": text}
+    return {"seconds": sw.seconds, "cpu_s": sw.cpu_seconds, "rows": rows, "text_bytes": text}
 
 
 def _store(ctx: Ctx) -> Any:
@@ -544,6 +558,7 @@ def step_commit(ctx: Ctx) -> dict[str, Any]:
     assert res.rows_written == ctx.rows and res.rows_skipped == 0, res
     return {
         "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
         "rows": res.rows_written,
         "version": res.version,
         "files": info.files,
@@ -559,7 +574,13 @@ def step_read(ctx: Ctx) -> dict[str, Any]:
             t, c = _touch(batch)
             rows, text, closed = rows + batch.num_rows, text + t, closed + c
     assert rows == ctx.rows, (rows, ctx.rows)
-    return {"seconds": sw.seconds, "rows": rows, "text_bytes": text, "think_closed": closed}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": rows,
+        "text_bytes": text,
+        "think_closed": closed,
+    }
 
 
 def step_read_polars(ctx: Ctx) -> dict[str, Any]:
@@ -578,7 +599,12 @@ def step_read_polars(ctx: Ctx) -> dict[str, Any]:
         )
     rows, text = out.row(0)
     assert rows == ctx.rows, (rows, ctx.rows)
-    return {"seconds": sw.seconds, "rows": int(rows), "text_bytes": int(text)}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": int(rows),
+        "text_bytes": int(text),
+    }
 
 
 def step_upsert(ctx: Ctx) -> dict[str, Any]:
@@ -593,6 +619,7 @@ def step_upsert(ctx: Ctx) -> dict[str, Any]:
     assert res.rows_written == expected, (res, expected)
     return {
         "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
         "rows": expected,
         "version": res.version,
         **_table_size(store, res.version),
@@ -608,6 +635,7 @@ def step_delete(ctx: Ctx) -> dict[str, Any]:
     assert res.rows_written == len(keys), (res, len(keys))
     return {
         "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
         "rows": len(keys),
         "version": res.version,
         **_table_size(store, res.version),
@@ -642,7 +670,13 @@ def step_diff(ctx: Ctx) -> dict[str, Any]:
     # A diff that miscounts fails the benchmark: the numbers are only worth it if it is right.
     if found != planted:
         raise AssertionError(f"diff v0..v{latest} found {found}, planted {planted}")
-    return {"seconds": sw.seconds, "rows": d.old_rows + d.new_rows, "version": latest, **found}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": d.old_rows + d.new_rows,
+        "version": latest,
+        **found,
+    }
 
 
 def step_content_hash(ctx: Ctx) -> dict[str, Any]:
@@ -650,7 +684,12 @@ def step_content_hash(ctx: Ctx) -> dict[str, Any]:
     latest = store.latest_version(TABLE)
     with Stopwatch() as sw:
         digest = store.content_hash(TABLE, latest)
-    return {"seconds": sw.seconds, "rows": store.info(TABLE, latest).rows, "content_hash": digest}
+    return {
+        "seconds": sw.seconds,
+        "cpu_s": sw.cpu_seconds,
+        "rows": store.info(TABLE, latest).rows,
+        "content_hash": digest,
+    }
 
 
 def step_release(ctx: Ctx) -> dict[str, Any]:
@@ -668,6 +707,7 @@ def step_release(ctx: Ctx) -> dict[str, Any]:
         raise AssertionError(f"the release does not verify: {problems[:5]}")
     return {
         "seconds": export.seconds + verify.seconds,
+        "cpu_s": export.cpu_seconds + verify.cpu_seconds,
         "export_s": export.seconds,
         "verify_s": verify.seconds,
         "rows": rel.manifest["rows"],
@@ -832,25 +872,30 @@ def report(rows: int, outcomes: dict[str, StepOutcome]) -> dict[str, Any]:
         if o is None or not o.ok:
             met_all = False
             failed.append(step.name if o is None else f"{step.name}: {o.error}")
-            table.append(
-                [step.label, None, None, None, None, "FAILED" if o else "not run", None, None]
-            )
+            status = "FAILED" if o else "not run"
+            table.append([step.label, None, None, None, None, None, status, None, None, None])
             continue
         r = o.result
-        seconds, rss = r["seconds"], r["peak_rss_gb"]
+        seconds, cpu, rss = r["seconds"], r["cpu_s"], r["peak_rss_gb"]
         met = seconds < TARGET_S and rss < TARGET_RSS_GB if step.targeted else None
         if met is False:
             met_all = False
         anchor = outcomes.get(step.anchor) if step.anchor else None
         anchor_s = anchor.result["seconds"] if anchor and anchor.ok else None
+        anchor_cpu = anchor.result["cpu_s"] if anchor and anchor.ok else None
         ratio = seconds / anchor_s if anchor_s else None
         target = f"<{TARGET_S:.0f}s <{TARGET_RSS_GB:.0f}GB" if step.targeted else ""
         met_cell: Any = met if met is not None else ""
-        table.append([step.label, r["rows"], seconds, rss, target, met_cell, anchor_s, ratio])
+        others = f"{o.others_cpu_share:.0%}"
+        row = [step.label, r["rows"], seconds, cpu, rss, target, met_cell, anchor_s, ratio, others]
+        table.append(row)
         figures[f"{step.name}_s"] = rounded(seconds, 2)
+        figures[f"{step.name}_cpu_s"] = rounded(cpu, 2)
         figures[f"{step.name}_peak_rss_gb"] = rounded(rss)
-        if ratio is not None:
+        figures[f"{step.name}_others_cpu_share"] = rounded(o.others_cpu_share, 2)
+        if ratio is not None and anchor_cpu:
             figures[f"{step.name}_vs_anchor"] = rounded(ratio, 2)
+            figures[f"{step.name}_cpu_vs_anchor"] = rounded(cpu / anchor_cpu, 2)
         if "disk_bytes" in r:
             figures[f"{step.name}_disk_gb"] = rounded(r["disk_bytes"] / GB)
         for extra in ("files", "shards", "table_rows"):
@@ -872,9 +917,11 @@ def report(rows: int, outcomes: dict[str, StepOutcome]) -> dict[str, Any]:
         figures["commit_net_vs_anchor"] = rounded(
             figures["commit_net_s"] / figures["anchor_write_net_s"], 2
         )
-    if gen and gen.ok and "commit_disk_gb" in figures:
+    commit = outcomes.get("commit")
+    if gen and gen.ok and commit and commit.ok:
+        # Text bytes over the table's bytes on disk (every column, all compressed).
         figures["compression_ratio"] = rounded(
-            gen.result["text_bytes"] / GB / figures["commit_disk_gb"], 2
+            gen.result["text_bytes"] / commit.result["disk_bytes"], 2
         )
     figures["targets"] = {"step_s": TARGET_S, "peak_rss_gb": TARGET_RSS_GB}
     figures["failed"] = failed
@@ -882,7 +929,18 @@ def report(rows: int, outcomes: dict[str, StepOutcome]) -> dict[str, Any]:
     figures["targets_met"] = met_all
 
     print()
-    headers = ["step", "rows", "wall s", "peak RSS GB", "target", "met?", "anchor s", "ratio"]
+    headers = [
+        "step",
+        "rows",
+        "wall s",
+        "cpu s",
+        "peak RSS GB",
+        "target",
+        "met?",
+        "anchor s",
+        "ratio",
+        "others",
+    ]
     print_table(headers, table)
     if gen and gen.ok:
         print(
@@ -890,11 +948,21 @@ def report(rows: int, outcomes: dict[str, StepOutcome]) -> dict[str, Any]:
             f"p99 {figures['text_p99_kb']:.1f} KB, max {figures['text_max_kb']:.1f} KB "
             f"({figures['text_rows_at_cap']} rows at the 64 KB cap); generation alone {gen_s:.1f} s"
         )
-    print("(GB = 2^30 bytes; rows: rows written or read by the step, both versions for the diff)")
+    print(
+        "(GB = 2^30 bytes; rows: rows written or read by the step, both versions for the diff; "
+        "ratio: wall s / anchor s; others: CPU share other processes took while the step ran)"
+    )
     if "commit_net_vs_anchor" in figures:
         print(
             f"commit without generation: {figures['commit_net_s']:.1f} s vs anchor "
             f"{figures['anchor_write_net_s']:.1f} s (x{figures['commit_net_vs_anchor']:.2f})"
+        )
+    busy = [n for n, o in outcomes.items() if o.others_cpu_share > CONTENDED_SHARE]
+    figures["contended_steps"] = busy
+    if busy:
+        print(
+            f"note: other processes used over {CONTENDED_SHARE:.0%} of the CPUs during "
+            f"{', '.join(busy)}: their wall times are inflated; cpu s is the steadier figure"
         )
     if failed:
         print("failed: " + "; ".join(failed))
