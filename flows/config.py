@@ -21,6 +21,8 @@ class DemoConfig:
     difficulty: int = 1
     # Malformed rows appended to the first import, to show quarantine at work.
     planted_bad_rows: int = 3
+    # HumanEval problems whose canonical solution (and a mutant) go through the sandbox.
+    humaneval_problems: int = 10
     out_dir: str = "work/demo"
 
 

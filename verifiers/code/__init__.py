@@ -18,7 +18,11 @@ from verifiers.code.sandbox import (
     SandboxUnavailable,
 )
 
+# Stored with every verdict in the sample record; bump it when a verdict can change.
+VERSION = "code-1.0"
+
 __all__ = [
+    "VERSION",
     "BadInput",
     "CodeVerdict",
     "Run",

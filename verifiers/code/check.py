@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from verifiers.code.compare import DEFAULT_FLOAT_TOL, first_difference
 from verifiers.code.sandbox import Run, RunResult, SandboxError, SandboxPool
+from verifiers.format import parse_r1
 
 # A fence line: three or more backticks or tildes, an optional info string.
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n`]*\n(.*?)^ {0,3}\1[`~]*[ \t]*$", re.M | re.S)
@@ -62,9 +63,16 @@ class TestSpec:
 
 
 def extract_code(completion: str) -> str:
-    """The code in the last fenced block of `completion`, or the whole text if it has none."""
-    blocks = FENCE.findall(completion)
-    return blocks[-1][1] if blocks else completion
+    """The code in the last fenced block of `completion`, or the whole text if it has none.
+
+    An R1-format completion is searched in its `<answer>` block only: code in
+    the reasoning is the model thinking aloud, and `<answer>```python` puts
+    the fence where a Markdown fence could not otherwise start.
+    """
+    _, answer = parse_r1(completion)
+    text = answer if answer else completion
+    blocks = FENCE.findall(text)
+    return blocks[-1][1] if blocks else text
 
 
 def parse_tests(tests: Any) -> TestSpec:

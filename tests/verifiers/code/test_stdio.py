@@ -168,3 +168,12 @@ def test_unread_input_is_fine(pool: SandboxPool) -> None:
 def test_program_sees_no_input_beyond_the_case(pool: SandboxPool) -> None:
     code = "import sys\nprint(repr(sys.stdin.read()))"
     assert stdio(pool, code, ("a\nb", "'a\\nb'")).verdict == "correct"
+
+
+def test_r1_format_completions_are_searched_in_the_answer_block():
+    from verifiers.code import extract_code
+
+    fenced = "<think>try `x`\n```python\nprint('draft')\n```</think><answer>```python\nprint(2)\n```</answer>"
+    assert extract_code(fenced) == "print(2)\n"
+    bare = "<think>easy</think><answer>print(3)</answer>"
+    assert extract_code(bare) == "print(3)"
