@@ -17,7 +17,11 @@ group size, without versioning, deduplication or content hashing; the ratio
 ours/anchor is the store's overhead.
 
 Targets (the foundation issue): every step under 2 minutes and under 6 GB
-peak RSS on the 2-core, 24 GiB development machine.
+peak RSS on the 2-core, 24 GiB development machine. A missed target shows in
+the table and the JSON (`targets_met`); a wrong answer (a read that returns
+other text than was written, a diff that miscounts the planted change, a
+release that does not verify, a step that crashes) also exits with status 1.
+Results and findings: docs/bench-store.md.
 """
 
 from __future__ import annotations
@@ -193,6 +197,11 @@ def _const(value: Any, n: int, typ: pa.DataType | None = None) -> pa.Array:
     return pa.repeat(pa.scalar(value, typ or pa.string()), n)
 
 
+def _text_where(mask: np.ndarray, text: str) -> pa.Array:
+    """`text` where mask is true, null elsewhere."""
+    return pc.if_else(pa.array(mask), pa.scalar(text), pa.scalar(None, pa.string()))
+
+
 def _weighted(u: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
     return np.searchsorted(np.cumsum(weights), u * sum(weights), side="left").clip(
         0, len(weights) - 1
@@ -359,7 +368,7 @@ def make_batch(pool: TextPool, idx: np.ndarray, variant: int = 0) -> pa.RecordBa
         [
             _pick(verifier_names, domain),
             _pick(verdict_names, verdict),
-            pa.array(np.where(verdict == 1, "answer mismatch", None), pa.string()),
+            _text_where(verdict == 1, "answer mismatch"),
             _const(f"{1 + variant}", n),
         ],
         fields=list(VERDICT_TYPE),
@@ -403,7 +412,7 @@ def make_batch(pool: TextPool, idx: np.ndarray, variant: int = 0) -> pa.RecordBa
         "completion_tokens": pa.array((np.asarray(lengths) // 4).astype(np.int32)),
         "verdicts": verdicts,
         "kept": kept,
-        "filter_reason": pa.array(np.where(verdict == 1, "incorrect", None), pa.string()),
+        "filter_reason": _text_where(verdict == 1, "incorrect"),
         "flow_run_id": _const("bench-flow-run", n),
         "config_hash": _const("0123456789abcdef0123456789abcdef", n),
         "content_hash": _const("", n),  # a placeholder: the store recomputes it on every write
@@ -831,7 +840,9 @@ def main(argv: list[str] | None = None) -> int:
 
     check_reads(outcomes)
     figures = report(rows, outcomes)
-    return 0 if figures["targets_met"] else 1
+    # A wrong answer (a step that failed or a diff that miscounts) fails the run;
+    # a missed speed or memory target is reported in the table and the JSON only.
+    return 1 if figures["failed"] else 0
 
 
 def check_reads(outcomes: dict[str, StepOutcome]) -> None:
@@ -871,7 +882,7 @@ def report(rows: int, outcomes: dict[str, StepOutcome]) -> dict[str, Any]:
         o = outcomes.get(step.name)
         if o is None or not o.ok:
             met_all = False
-            failed.append(step.name if o is None else f"{step.name}: {o.error}")
+            failed.append(f"{step.name}: {'not run' if o is None else o.error}")
             status = "FAILED" if o else "not run"
             table.append([step.label, None, None, None, None, None, status, None, None, None])
             continue
