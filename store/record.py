@@ -24,7 +24,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TRACKS = ("reasoning", "non_reasoning")
 VERDICTS = ("correct", "incorrect", "unverifiable")
@@ -154,15 +156,85 @@ def content_hash_for(row: Mapping[str, Any]) -> str:
 
 
 def with_content_hashes(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Recompute the `content_hash` column of a SAMPLE_SCHEMA batch.
+    """Recompute the `content_hash` column of a SAMPLE_SCHEMA batch; equal to `content_hash_for`.
 
-    Works column-wise (one `to_pylist` per column) because building a dict per
-    row costs more than hashing it.
+    The framing of `_content_digest` is built with Arrow kernels, so the long
+    texts never become Python strings; Python only runs one sha256 per row
+    over the joined bytes, and JSON-encodes the two small nested columns.
     """
-    columns = [batch.column(name).to_pylist() for name in CONTENT_FIELDS]
-    hashes = pa.array([_content_digest(vals) for vals in zip(*columns, strict=True)], pa.string())
+    framed = [_framed_column(batch.column(name)) for name in CONTENT_FIELDS]
+    joined = pc.binary_join_element_wise(pa.scalar(b"content\x00"), *framed, b"")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
+    offsets = offsets[joined.offset : joined.offset + len(joined) + 1].tolist()
+    data = memoryview(joined.buffers()[2] or b"")
+    sha = hashlib.sha256
+    hashes = pa.array(
+        [sha(data[offsets[i] : offsets[i + 1]]).hexdigest()[:32] for i in range(len(joined))],
+        pa.string(),
+    )
     index = batch.schema.get_field_index("content_hash")
     return batch.set_column(index, SAMPLE_SCHEMA.field("content_hash"), hashes)
+
+
+def _json_tagged(column: pa.Array) -> pa.Array:
+    """b"j" + JSON of each nested value (null stays null), encoded once per distinct value.
+
+    Distinct values are found on an exact key built by Arrow (floats cast to
+    their shortest round-trip text), never on Python equality, which would
+    merge 0.0 with -0.0 and 1 with 1.0.
+    """
+    key = _exact_key(column)
+    if key is None:
+        values = column.to_pylist()
+        return pa.array([None if v is None else _json_bytes(v) for v in values], pa.binary())
+    key = pc.if_else(column.is_null(), pa.scalar(None, pa.string()), key)
+    encoded = pc.dictionary_encode(key)  # null rows get a null index
+    first_row: dict[int, int] = {}
+    for row, idx in enumerate(encoded.indices.to_pylist()):
+        if idx is not None and idx not in first_row:
+            first_row[idx] = row
+    table = [_json_bytes(column[first_row[i]].as_py()) for i in range(len(encoded.dictionary))]
+    return pc.take(pa.array(table, pa.binary()), encoded.indices)
+
+
+def _exact_key(column: pa.Array) -> pa.Array | None:
+    """A string per row that is equal exactly when the values' JSON is; None if not derivable."""
+    if pa.types.is_struct(column.type):
+        parts = [
+            pc.fill_null(column.field(i).cast(pa.string()), "\x00")
+            for i in range(column.type.num_fields)
+        ]
+        return pc.binary_join_element_wise(*parts, "\x01")
+    if pa.types.is_list(column.type):
+        # Only the empty list gets a shared key; anything else is encoded row by row.
+        empty = pc.equal(pc.list_value_length(column), 0)
+        if not pc.all(pc.fill_null(empty, True)).as_py():
+            return None
+        return pc.if_else(pc.fill_null(empty, False), "[]", pa.scalar(None, pa.string()))
+    return None
+
+
+def _json_bytes(value: Any) -> bytes:
+    return b"j" + json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _framed_column(column: pa.Array) -> pa.Array:
+    """Each value as `_content_digest` frames it: 8-byte length, type tag, payload."""
+    kind = column.type
+    if pa.types.is_string(kind):
+        tagged = pc.binary_join_element_wise(b"s", column.cast(pa.binary()), b"")
+    elif pa.types.is_integer(kind):
+        tagged = pc.binary_join_element_wise(b"j", column.cast(pa.string()).cast(pa.binary()), b"")
+    elif pa.types.is_boolean(kind):
+        tagged = pc.if_else(column, pa.scalar(b"jtrue"), pa.scalar(b"jfalse"))
+    else:  # sampling, verdicts: small nested values, JSON-encoded exactly as the row path does
+        tagged = _json_tagged(column)
+    payload = pc.fill_null(tagged, pa.scalar(b"n"))
+    lengths = pc.binary_length(payload).to_numpy(zero_copy_only=False).astype("<u8")
+    prefix = pa.Array.from_buffers(
+        pa.binary(8), len(payload), [None, pa.py_buffer(lengths.tobytes())]
+    ).cast(pa.binary())
+    return pc.binary_join_element_wise(prefix, payload, b"")
 
 
 def _check_int(name: str, value: Any, bits: int) -> int:

@@ -230,7 +230,12 @@ class Store:
             filesystem, _ = pafs.FileSystem.from_uri(self.root)
             files = [pafs.FileSystem.from_uri(f)[1] for f in files]
         dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
-        for batch in dataset.to_batches(columns=schema.names, batch_size=batch_rows):
+        # Default readahead keeps ~4 files x 16 batches in flight (4-5 GB on long
+        # texts); one file and a few batches keep a full scan under 1 GB.
+        batches = dataset.to_batches(
+            columns=schema.names, batch_size=batch_rows, batch_readahead=4, fragment_readahead=1
+        )
+        for batch in batches:
             yield batch.cast(schema)
 
     def content_hash(self, name: str, version: int | None = None) -> str:

@@ -116,3 +116,49 @@ def test_content_hash_covers_every_content_field(raw_row):
     assert judged["content_hash"] != base["content_hash"]
     kept = validate_sample(raw_row(5, kept=False, filter_reason="too_long"))
     assert kept["content_hash"] != base["content_hash"]
+
+
+def test_vectorised_batch_hash_equals_row_hash_on_edge_cases():
+    # Values that Python equality would merge (0.0 / -0.0, 1 / 1.0, {} / None) must not be.
+    import random
+
+    rows = []
+    for i in range(600):
+        r = random.Random(i)
+        rows.append(
+            validate_sample(
+                {
+                    "prompt": "é中文 " * r.randint(0, 3) + str(i),
+                    "completion": "" if i % 7 == 0 else "x" * r.randint(0, 300),
+                    "domain": "math",
+                    "track": "reasoning",
+                    "source": "s",
+                    "seed": r.choice([None, -5, 0, 2**40]),
+                    "kept": r.choice([None, True, False]),
+                    "sampling": r.choice(
+                        [
+                            None,
+                            {},
+                            {"temperature": -0.0},
+                            {"temperature": 0.0, "top_k": 1},
+                            {"temperature": 1},
+                        ]
+                    ),
+                    "verdicts": r.choice([[], None, [{"verifier": "m", "verdict": "correct"}]]),
+                    "reasoning": r.choice([None, "", "abc"]),
+                    "sample_index": i,
+                }
+            )
+        )
+    batch = to_table(rows).combine_chunks().to_batches()[0]
+    expected = [row["content_hash"] for row in rows]
+    assert with_content_hashes(batch).column("content_hash").to_pylist() == expected
+    assert (
+        with_content_hashes(batch.slice(100, 50)).column("content_hash").to_pylist()
+        == expected[100:150]
+    )
+    plain = [row for row in rows if row["verdicts"] == []]
+    plain_batch = to_table(plain).combine_chunks().to_batches()[0]
+    assert with_content_hashes(plain_batch).column("content_hash").to_pylist() == [
+        row["content_hash"] for row in plain
+    ]
