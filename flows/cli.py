@@ -462,6 +462,232 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config)
 
 
+# -- model and generate commands ----------------------------------------------
+
+
+def _toy_corpus() -> list[str]:
+    """The texts `r1f model init` trains its tokenizer on: every toy task family's prompts
+    (rendered as chat prompts) and worked solutions, difficulties 1-3, a fixed seed."""
+    from generators.tasks import SOURCES, render_pretraining_text
+    from trainer.tokenizer import render_prompt
+
+    tasks = [
+        task
+        for source in SOURCES.values()
+        for difficulty in (1, 2, 3)
+        for task in source.generate(100, seed=0, difficulty=difficulty)
+    ]
+    return [render_pretraining_text(t) for t in tasks] + [render_prompt(t.prompt) for t in tasks]
+
+
+def cmd_model_init(args: argparse.Namespace) -> int:
+    from trainer.init import init_checkpoint, model_args
+    from trainer.model import count_parameters
+    from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
+
+    try:
+        config = model_args(args.preset, args.config)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise UserError(f"{out}: exists and is not empty; pass --force to write into it")
+    with _console(stderr=True).status("training the tokenizer on the toy corpus"):
+        tokenizer = train_tokenizer(
+            _toy_corpus(), vocab_size=max(config.vocab_size, MIN_VOCAB_SIZE)
+        )
+    try:
+        with _console(stderr=True).status(f"initialising with seed {args.seed}"):
+            path, used = init_checkpoint(config, args.seed, out, tokenizer=tokenizer)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    total, activated = count_parameters(used)
+    summary = {
+        "path": str(path),
+        "preset": args.preset,
+        "config": args.config,
+        "seed": args.seed,
+        "vocab_size": used.vocab_size,
+        "tokenizer_vocab_size": tokenizer.get_vocab_size(),
+        "parameters": total,
+        "activated_parameters": activated,
+        "mtp_depth": used.n_mtp_depth,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        _console().print(
+            f"Initialised {args.preset or args.config} (seed {args.seed}) in {path}: "
+            f"{total:,} parameters ({activated:,} activated), vocabulary {used.vocab_size:,} "
+            f"(tokenizer {tokenizer.get_vocab_size():,}), MTP depth {used.n_mtp_depth}."
+        )
+    return 0
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from trainer.init import describe_checkpoint
+
+    try:
+        info = describe_checkpoint(args.dir)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        _print_json(info)
+        return 0
+    params, kv = info["parameters"], info["kv_cache"]
+    console = _console()
+    console.print(
+        f"[bold]{info['path']}[/bold]  ({info['model_type']}, {info['dtype']}, "
+        f"{info['n_tensors']} tensors, {_human_bytes(info['weight_bytes'])})\n"
+        f"model hash {info['model_hash']}"
+    )
+    _table("Shape", ["setting", "value"], list(info["config"].items()))
+    _table(
+        "Parameters",
+        ["", "total", "activated per token"],
+        [
+            ("model", f"{params['total']:,}", f"{params['activated']:,}"),
+            ("with MTP", f"{params['total_with_mtp']:,}", f"{params['activated_with_mtp']:,}"),
+        ],
+    )
+    _table(
+        f"KV cache per token ({kv['layers']} layers, {kv['bytes_per_value']} bytes per value)",
+        ["cache", "values per layer", "bytes per token"],
+        [
+            (
+                "MLA latent (ours)",
+                f"{kv['mla_values_per_layer']:,}",
+                f"{kv['mla_bytes_per_token']:,}",
+            ),
+            (
+                "plain multi-head",
+                f"{kv['mha_values_per_layer']:,}",
+                f"{kv['mha_bytes_per_token']:,}",
+            ),
+            ("reduction", f"{kv['reduction']:.1f}x", ""),
+        ],
+    )
+    _table(
+        "Tensor shapes (one layer of each kind)", ["tensor", "shape"], list(info["tensors"].items())
+    )
+    return 0
+
+
+def _read_prompts(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise UserError(f"{path}:{number}: each row needs a string field 'prompt'")
+            rows.append(row)
+    return rows
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    rows = _read_prompts(Path(args.prompts))
+    import torch
+
+    from generators.backends.local import LocalBackend
+    from trainer.generate import GenerationStats, SamplingParams, request_seed
+
+    try:
+        params = SamplingParams(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            max_tokens=args.max_tokens,
+            stop=tuple(args.stop),
+            n=args.n,
+            seed=args.seed,
+            logprobs=args.logprobs,
+        )
+        backend = LocalBackend(args.model, max_batch_rows=args.batch_size)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    if args.mtp and backend.args.n_mtp_depth == 0:
+        raise UserError(f"{args.model}: --mtp needs a checkpoint with MTP layers; it has none")
+    stats = GenerationStats()
+    finish: dict[str, int] = {}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    chunk = 256  # prompts per call: bounded memory, and output written as it goes
+    progress, advance = _progress(f"generating from {Path(args.prompts).name}", len(rows), "rows")
+    with progress, partial.open("w", encoding="utf-8") as fh:
+        for start in range(0, len(rows), chunk):
+            batch = rows[start : start + chunk]
+            # Row k is seeded from (seed, k): the output does not depend on the chunking.
+            per_row = [
+                dataclasses.replace(params, seed=request_seed(args.seed, start + i))
+                for i in range(len(batch))
+            ]
+            samples = backend.generate(
+                [row["prompt"] for row in batch],
+                per_row,
+                raw=args.raw,
+                mtp=args.mtp,
+                stats=stats,
+                progress=advance,
+            )
+            for row, completions in zip(batch, samples, strict=True):
+                for c in completions:
+                    record = {**row, "completion": c.text, "token_ids": c.token_ids}
+                    if args.logprobs:
+                        record["logprobs"] = c.logprobs
+                    record.update(
+                        finish_reason=c.finish_reason,
+                        sample_index=c.index,
+                        prompt_tokens=c.prompt_tokens,
+                        completion_tokens=c.completion_tokens,
+                    )
+                    finish[c.finish_reason] = finish.get(c.finish_reason, 0) + 1
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    partial.replace(out)
+    summary = {
+        "output": str(out),
+        "model": backend.identity,
+        "prompts": len(rows),
+        "samples": stats.samples,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "seconds": round(stats.seconds, 3),
+        "tokens_per_second": round(stats.tokens_per_second, 1),
+        "finish_reasons": finish,
+    }
+    if args.mtp:
+        summary["acceptance_rate"] = round(stats.acceptance_rate, 4)
+        summary["tokens_per_forward"] = round(stats.tokens_per_forward, 3)
+    if args.json:
+        _print_json(summary)
+        return 0
+    line = (
+        f"{args.prompts} -> {out}: {stats.samples:,} samples from {len(rows):,} prompts, "
+        f"{stats.completion_tokens:,} tokens in {stats.seconds:.1f} s "
+        f"({stats.tokens_per_second:,.0f} tokens/s) with {backend.identity}; finish: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(finish.items()))
+    )
+    if args.mtp:
+        line += (
+            f"; MTP acceptance {stats.acceptance_rate:.1%}, "
+            f"{stats.tokens_per_forward:.2f} tokens per forward"
+        )
+    _console().print(line)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------
 
 
@@ -545,6 +771,42 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "demo", cmd_demo, "run the recipe, as far as it is built, at toy scale on the CPU"
     )
     p.add_argument("--config", default="configs/demo.yaml", metavar="FILE")
+
+    model = commands.add_parser("model", help="create and inspect model checkpoints")
+    md = model.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
+    p = add(md, "init", cmd_model_init, "randomly initialise a checkpoint (with a toy tokenizer)")
+    p.add_argument("--preset", default=None, help="tiny, debug, vllm_tiny, ... (trainer.model)")
+    p.add_argument(
+        "--config", default=None, metavar="FILE", help="YAML/JSON ModelArgs or config.json"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p = add(md, "info", cmd_model_info, "shapes, parameters and KV-cache bytes of a checkpoint")
+    p.add_argument("dir", metavar="DIR")
+
+    p = add(commands, "generate", cmd_generate, "sample completions from a local checkpoint")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--prompts", required=True, metavar="IN.jsonl", help="rows with 'prompt'")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--n", type=int, default=1, help="samples per prompt (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logprobs", action="store_true", help="add log-probs of the chosen tokens")
+    p.add_argument("--mtp", action="store_true", help="MTP speculative decoding")
+    p.add_argument("--raw", action="store_true", help="prompts as they are, no chat template")
+    p.add_argument("--batch-size", type=int, default=32, help="samples decoded together")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: small models decode "
+        "fastest on one; a second thread mostly waits on shared cores)",
+    )
     return parser
 
 
