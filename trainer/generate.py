@@ -9,17 +9,16 @@
 
 How a batch runs:
 
-- Prompts are left-padded and prefilled once by the model's own forward (the naive MLA path,
-  one SDPA call per layer). Every sample of a prompt then copies the prompt's cache rows, so
-  n samples cost one prefill.
+- Prompts are left-padded and prefilled once (in chunks, so attention scores stay small).
+  Every sample of a prompt then copies the prompt's cache rows, so n samples cost one prefill.
 - Decoding runs `DecodeEngine`, a lean re-statement of the model's absorbed-MLA decode step
   that reads the model's weights (fused where that saves a kernel call: q/kv input
   projections, gate/up projections, per-expert weights stacked for a batched gather). It is
   tested equal to `Transformer.forward` with the cache; it exists because on a CPU a decode
   step of a small model is bound by per-operator overhead, not arithmetic.
 - The cache is one buffer per layer holding [c_kv | k_pe] per token (kv_lora_rank +
-  qk_rope_head_dim values), viewed as the model's `KVCache` for the prefill. Scores against
-  both halves then take one batched matmul.
+  qk_rope_head_dim values; `LatentCache.kv_cache()` views it as the model's `KVCache`).
+  Scores against both halves take one batched matmul.
 - Rows that finish leave the batch at once (their cache rows are compacted away), so a long
   sample never makes finished ones pay for more steps.
 
@@ -42,9 +41,9 @@ Sampling semantics (the same as vLLM's where vLLM has one):
 MTP speculative decoding (`mtp=True`, MTP depth 1): the MTP module drafts the token after the
 pending one from the main model's last hidden state; one main forward over [pending, draft]
 verifies it (the rule in `trainer.speculative`), and yields one or two tokens. Rows of a batch
-accept independently: a row that rejected while another accepted is shifted one slot right
-in the cache (its rotary keys re-rotated by one position), which is exactly one more token of
-left padding, so all rows keep one shared write position. See docs/generation.md.
+accept independently, so from then on each row writes at its own cache slot (the engine takes
+a per-row start position); the slot of a rejected draft is masked until overwritten. See
+docs/generation.md.
 """
 
 from __future__ import annotations
@@ -307,22 +306,6 @@ class LatentCache:
         self.buf[:, :n, :upto] = self.buf[:, rows, :upto]  # the index copies before writing
         self.bias[:n] = self.bias[rows]
 
-    def shift_right(self, rows: Tensor, upto: int) -> None:
-        """Move `rows`' slots 0..upto-2 to 1..upto-1: one more slot of left padding.
-
-        Rotary keys are stored rotated at their slot, so they are rotated one position further;
-        relative positions between the row's tokens, hence attention, are unchanged.
-        """
-        seg = self.buf[:, rows, : upto - 1]  # (L, n, upto-1, C), a copy
-        r = self.kv_lora_rank
-        pe = seg[..., r:]
-        seg[..., r:] = pe * self.cos[1] + swap_pairs(pe) * self.sin[1]
-        self.buf[:, rows, 1:upto] = seg
-        self.buf[:, rows, 0] = 0
-        bias = self.bias[rows, : upto - 1]
-        self.bias[rows, 1:upto] = bias
-        self.bias[rows, 0] = float("-inf")
-
 
 def swap_pairs(x: Tensor) -> Tensor:
     """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): with it, rotating adjacent pairs by
@@ -351,21 +334,35 @@ def swap_pairs(x: Tensor) -> Tensor:
 # checkpoints with vLLM.
 
 # Dense MoE (all experts for every token) while it costs at most this many multiply-adds per
-# layer and step; past it, tokens are dispatched to their experts. Measured crossover on two
-# CPU cores: one operator costs about as much as 2M multiply-adds in a small matmul.
-DENSE_MOE_MAX_MACS = 2_000_000
+# layer and step; past it, tokens are dispatched to their experts. Measured on two CPU cores
+# (one thread): dense is faster up to about 30M (tiny: 64 tokens; vllm_tiny: 32 tokens),
+# because dispatch pays a dozen operators per expert and a small matmul is cheap.
+DENSE_MOE_MAX_MACS = 32_000_000
 
 
 @dataclass
 class _Step:
-    """What every layer of one forward shares: position, rotations and the mask."""
+    """What every layer of one forward shares: the rotations, the mask, and views of the cache
+    (all layers; a block picks its own with one integer index: cheaper than slicing per layer).
 
-    start: int
+    Rows write their new tokens either at one shared slot (`new_latent`/`new_rope` are the
+    views to write) or, in speculative decoding where rows advance by different amounts, each
+    at its own (`row_index`/`slot_index` address the B * T new entries).
+    """
+
     rows: int  # B
     tokens: int  # T
-    cos: Tensor  # (T, rope)
-    sin: Tensor  # (T, rope)
+    cos_k: Tensor  # (T, rope) or (B, T, rope), for the keys (B, T, rope)
+    sin_k: Tensor
+    cos_q: Tensor  # (T, 1, rope) or (B, T, 1, rope), for the queries (B, T, H, rope)
+    sin_q: Tensor
     bias: Tensor  # (B, 1, S) for one new token; (B, T * H, S) for several
+    kv: Tensor  # (L, B, S, r + rope): everything attended to
+    new_latent: Tensor | None = None  # (L, B, T, r): where the new tokens' latents go
+    new_rope: Tensor | None = None  # (L, B, T, rope): and their rotated keys
+    rows_buf: Tensor | None = None  # (L, B, S_max, r + rope)
+    row_index: Tensor | None = None  # (B * T,)
+    slot_index: Tensor | None = None  # (B * T,)
 
 
 def _with_swapped_rows(w: Tensor) -> Tensor:
@@ -386,15 +383,16 @@ class _Router:
     """The model's Gate with the preceding norm's weight folded in: same choices, same weights."""
 
     def __init__(self, gate: Gate, norm_weight: Tensor) -> None:
-        self.weight = (gate.weight * norm_weight).float()  # routing in fp32, as the Gate does
+        self.weight = _t((gate.weight * norm_weight).float())  # (dim, E); routing in fp32
         self.bias = None if gate.bias is None else gate.bias.float()
+        self.upcast = norm_weight.dtype != torch.float32
         self.topk, self.n_groups, self.topk_groups = gate.topk, gate.n_groups, gate.topk_groups
         self.sigmoid = gate.score_func == "sigmoid"
         self.norm_topk_prob, self.route_scale = gate.norm_topk_prob, gate.route_scale
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (N, dim), normed without weight -> weights (N, k) fp32, expert indices (N, k)."""
-        logits = F.linear(x.float(), self.weight)  # (N, E)
+        logits = torch.mm(x.float() if self.upcast else x, self.weight)  # (N, E)
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
         choice = scores if self.bias is None else scores + self.bias
         if self.n_groups > 1:
@@ -404,8 +402,8 @@ class _Router:
             else:
                 group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)  # (N, G)
             kept = group_scores.topk(self.topk_groups, dim=-1).indices
-            keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept, True)
-            choice = grouped.masked_fill(~keep.unsqueeze(-1), float("-inf")).flatten(1)
+            drop = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, kept, False)
+            choice = grouped.masked_fill(drop.unsqueeze(-1), float("-inf")).flatten(1)
         indices = choice.topk(self.topk, dim=-1).indices  # (N, k)
         weights = scores.gather(1, indices)  # (N, k)
         if self.norm_topk_prob:
@@ -482,31 +480,36 @@ class _BlockWeights:
             self.w13 = _t(torch.cat([block.ffn.w1.weight, block.ffn.w3.weight]) * ffn_norm)
             self.w2 = _t(block.ffn.w2.weight)
 
-    def __call__(self, x: Tensor, step: _Step, layer_buf: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, step: _Step) -> Tensor:
         """x: (B*T, dim), rows in (batch, position) order -> (B*T, dim)."""
-        x = x + self._attention(x, step, layer_buf)
+        x = x + self._attention(x, step)
         h = _rms(x, self.eps)
         return x + (self._mlp(h) if self.router is None else self._moe(h))
 
-    def _attention(self, x: Tensor, step: _Step, layer_buf: Tensor) -> Tensor:
-        B, T = step.rows, step.tokens
-        H, r, rope, s = self.n_heads, self.r, self.rope, step.start
-        q, c_kv, k_pe, k_swap = torch.mm(_rms(x, self.eps), self.w_in).split(
-            [self.q_width, r, rope, rope], dim=-1
-        )  # (B*T, .) each
+    def _attention(self, x: Tensor, step: _Step) -> Tensor:
+        B, T, i = step.rows, step.tokens, self.layer_id
+        H, r, rope = self.n_heads, self.r, self.rope
+        projected = torch.mm(_rms(x, self.eps), self.w_in).view(B, T, -1)
+        q, c_kv, k_pe, k_swap = projected.split([self.q_width, r, rope, rope], dim=-1)
         if self.w_q is not None:
-            q = torch.mm(_rms(q, self.eps), self.w_q)
+            q = torch.matmul(_rms(q, self.eps), self.w_q)
         # The new tokens' latents and rotated keys go straight into the cache.
-        layer_buf[:B, s : s + T, :r] = _rms(c_kv, self.eps, self.kv_norm).view(B, T, r)
-        k_pe, k_swap = k_pe.view(B, T, rope), k_swap.view(B, T, rope)
-        torch.addcmul(k_pe * step.cos, k_swap, step.sin, out=layer_buf[:B, s : s + T, r:])
-        kv = layer_buf[:B, : s + T]  # (B, S, r + rope)
+        latent = _rms(c_kv, self.eps, self.kv_norm)  # (B, T, r)
+        if step.new_latent is not None and step.new_rope is not None:
+            step.new_latent[i].copy_(latent)
+            torch.addcmul(k_pe * step.cos_k, k_swap, step.sin_k, out=step.new_rope[i])
+        else:
+            assert step.rows_buf is not None and step.row_index is not None
+            k_rot = torch.addcmul(k_pe * step.cos_k, k_swap, step.sin_k)  # (B, T, rope)
+            step.rows_buf[i].index_put_(
+                (step.row_index, step.slot_index), torch.cat([latent, k_rot], dim=-1).flatten(0, 1)
+            )
+        kv = step.kv[i]  # (B, S, r + rope)
 
-        q_main = q[:, : H * (r + rope)].view(B, T, H, r + rope)
-        q_swap = q[:, H * (r + rope) :].view(B, T, H, rope)
-        q_pe = q_main[..., r:]
-        cos, sin = step.cos.unsqueeze(1), step.sin.unsqueeze(1)  # (T, 1, rope)
-        torch.addcmul(q_pe * cos, q_swap, sin, out=q_pe)  # rotated in place
+        q_main, q_swap = q.split([H * (r + rope), H * rope], dim=-1)
+        q_main = q_main.view(B, T, H, r + rope)
+        q_pe = q_main.narrow(-1, r, rope)
+        torch.addcmul(q_pe * step.cos_q, q_swap.view(B, T, H, rope), step.sin_q, out=q_pe)
         scores = torch.baddbmm(
             step.bias, q_main.reshape(B, T * H, r + rope), kv.transpose(1, 2), alpha=self.scale
         )  # (B, T*H, S): latent and rope parts in one product
@@ -514,7 +517,7 @@ class _BlockWeights:
             probs = scores.float().softmax(dim=-1).type_as(scores)
         else:
             probs = scores.softmax(dim=-1)
-        o_lat = torch.bmm(probs, kv[..., :r])  # (B, T*H, r)
+        o_lat = torch.bmm(probs, kv.narrow(-1, 0, r))  # (B, T*H, r)
         return torch.mm(o_lat.view(B * T, H * r), self.w_o)
 
     def _mlp(self, h: Tensor) -> Tensor:
@@ -590,7 +593,9 @@ class DecodeEngine:
         """Whether the model's weights are still the ones this engine was built from."""
         return _weights_key(self.model) == self._weights
 
-    def _step(self, cache: LatentCache, B: int, T: int, start: int) -> _Step:
+    def _step(self, cache: LatentCache, B: int, T: int, start: int | Tensor) -> _Step:
+        if isinstance(start, Tensor):
+            return self._ragged_step(cache, B, T, start)
         S = start + T
         bias = cache.bias[:B, :S].unsqueeze(1)  # (B, 1, S)
         if T > 1:
@@ -601,18 +606,63 @@ class DecodeEngine:
             future = torch.where(slot > query, float("-inf"), 0.0).to(bias.dtype)  # (T, S)
             bias = torch.where(slot == query, 0.0, bias + future)  # (B, T, S)
             bias = bias.unsqueeze(2).expand(B, T, self.args.n_heads, S).reshape(B, -1, S)
-        return _Step(start, B, T, cache.cos[start:S], cache.sin[start:S], bias)
+        cos, sin = cache.cos[start:S], cache.sin[start:S]
+        r = cache.kv_lora_rank
+        new = cache.buf[:, :B, start:S]
+        return _Step(
+            rows=B,
+            tokens=T,
+            cos_k=cos,
+            sin_k=sin,
+            cos_q=cos.unsqueeze(1),
+            sin_q=sin.unsqueeze(1),
+            bias=bias,
+            new_latent=new[..., :r],
+            new_rope=new[..., r:],
+            kv=cache.buf[:, :B, :S],
+        )
+
+    def _ragged_step(self, cache: LatentCache, B: int, T: int, start: Tensor) -> _Step:
+        """Row b's new tokens go to slots start[b]..start[b]+T-1 and see only slots up to
+        their own (and not left padding); the rest of the batch's width is masked."""
+        slots = start.unsqueeze(-1) + torch.arange(T, device=start.device)  # (B, T)
+        S = int(start.max()) + T
+        slot = torch.arange(S, device=start.device)
+        query = slots.unsqueeze(-1)  # (B, T, 1)
+        base = cache.bias[:B, :S].unsqueeze(1)  # (B, 1, S)
+        bias = torch.where(slot > query, float("-inf"), base)  # (B, T, S)
+        bias = torch.where(slot == query, 0.0, bias)  # each token sees itself, even padding
+        bias = bias.unsqueeze(2).expand(B, T, self.args.n_heads, S).reshape(B, -1, S)
+        cos, sin = cache.cos[slots], cache.sin[slots]  # (B, T, rope)
+        return _Step(
+            rows=B,
+            tokens=T,
+            cos_k=cos,
+            sin_k=sin,
+            cos_q=cos.unsqueeze(2),
+            sin_q=sin.unsqueeze(2),
+            bias=bias,
+            kv=cache.buf[:, :B, :S],
+            rows_buf=cache.buf[:, :B],
+            row_index=torch.arange(B, device=start.device).repeat_interleave(T),
+            slot_index=slots.flatten(),
+        )
 
     def forward(
-        self, cache: LatentCache, tokens: Tensor, start_pos: int, *, keep_last: int | None = None
+        self,
+        cache: LatentCache,
+        tokens: Tensor,
+        start_pos: int | Tensor,
+        *,
+        keep_last: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """tokens (B, T) at slots start_pos.. -> (logits (B, T', V), final-normed hidden
-        (B, T, dim)), T' = T or keep_last."""
+        """tokens (B, T) at slots start_pos.. (an int, or a (B,) tensor: one start per row) ->
+        (logits (B, T', V), final-normed hidden (B, T, dim)), T' = T or keep_last."""
         B, T = tokens.shape
         step = self._step(cache, B, T, start_pos)
         x = F.embedding(tokens.reshape(-1), self.model.embed.weight)  # (B*T, dim)
-        for i, block in enumerate(self.blocks):
-            x = block(x, step, cache.buf[i])
+        for block in self.blocks:
+            x = block(x, step)
         h = _rms(x, self.args.norm_eps, self.model.norm.weight).view(B, T, -1)
         last = h if keep_last is None else h[:, -keep_last:]
         logits = torch.mm(last.reshape(-1, h.shape[-1]), self.head).view(B, last.shape[1], -1)
@@ -623,7 +673,7 @@ class DecodeEngine:
         cache: LatentCache,
         h_prev: Tensor,
         next_tokens: Tensor,
-        start_pos: int,
+        start_pos: int | Tensor,
         depth: int = 1,
     ) -> tuple[Tensor, Tensor]:
         """MTP module `depth` at slots start_pos..: h_prev (B, T, dim), next_tokens (B, T) ->
@@ -635,7 +685,7 @@ class DecodeEngine:
         joined = torch.cat([_rms(emb, eps), _rms(h_prev.reshape(B * T, -1), eps)], dim=-1)
         x = torch.mm(joined, self.mtp_in[depth - 1])  # (B*T, dim)
         block = self.mtp_blocks[depth - 1]
-        x = block(x, step, cache.buf[block.layer_id])
+        x = block(x, step)
         norm = self.mtp_modules[depth - 1].norm.weight
         logits = torch.mm(_rms(x, eps, norm), self.head)  # (B*T, V)
         return logits.view(B, T, -1), x.view(B, T, -1)
@@ -771,18 +821,15 @@ def generate(
                 f"{limit}: shorten it"
             )
     results: list[list[Completion]] = [[] for _ in requests]
-    was_training = model.training
-    model.eval()  # the router counts expert load in training mode
-    try:
-        with torch.inference_mode():
-            engine = engine or DecodeEngine(model)
-            for batch in _batches(requests, max_batch_rows):
-                for row in _run_batch(engine, tokenizer, batch, mtp, stats):
-                    results[row.request.index].append(row.completion())
-                if progress is not None:
-                    progress(len(batch))
-    finally:
-        model.train(was_training)
+    # The engine reads the weights only: the model's mode, router counters and autograd state
+    # are untouched, so generating in the middle of training (RL rollouts) is safe.
+    with torch.inference_mode():
+        engine = engine or DecodeEngine(model)
+        for batch in _batches(requests, max_batch_rows):
+            for row in _run_batch(engine, tokenizer, batch, mtp, stats):
+                results[row.request.index].append(row.completion())
+            if progress is not None:
+                progress(len(batch))
     for samples in results:
         samples.sort(key=lambda c: c.index)
     if stats is not None:
@@ -866,36 +913,25 @@ def _run_batch(
     U, R = len(batch), len(rows)
     # Speculative decoding starts by re-running the MTP module on the last two prompt slots.
     P = max(max(len(req.ids) for req in batch), 2 if mtp else 1)
-    longest = max(row.cap for row in rows)
-    # A speculative step writes two slots and a row that rejects gains one slot of padding.
-    slots = P + (2 * longest + 1 if mtp else longest)
+    # A speculative step writes a draft one slot past the last token it may keep.
+    slots = P + max(row.cap for row in rows) + (1 if mtp else 0)
     cache = LatentCache.allocate(args, R, slots, mtp=mtp, dtype=dtype, device=device)
 
     began = time.perf_counter()
     tokens = torch.full((U, P), tokenizer.pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(U, P, dtype=torch.bool, device=device)
     for u, req in enumerate(batch):
         tokens[u, P - len(req.ids) :] = torch.tensor(req.ids)
-        mask[u, P - len(req.ids) :] = True
-    cache.bias[:U, :P] = torch.where(mask, 0.0, float("-inf"))
-    kv = cache.kv_cache()
-    out = model(tokens, cache=kv, key_padding_mask=mask, keep_last=1)
+        cache.bias[u, : P - len(req.ids)] = float("-inf")  # left padding
+    logits, hidden = _prefill(engine, cache, tokens, mtp)
+    # Every sample of a prompt starts from a copy of the prompt's cache rows.
     expand = torch.tensor([u for u, req in enumerate(batch) for _ in range(req.params.n)])
-    if mtp and P > 2:
-        model.forward_mtp(
-            out.hidden[:, : P - 2],
-            tokens[:, 1 : P - 1],
-            depth=1,
-            cache=kv,
-            key_padding_mask=mask[:, : P - 2],
-        )
     cache.gather_rows(expand, P)
-    logits = out.logits[:, -1][expand]  # (R, V)
+    logits = logits[expand]  # (R, V)
     if stats is not None:
         stats.prefill_seconds += time.perf_counter() - began
     began = time.perf_counter()
     if mtp:
-        tail = out.hidden[:, P - 2 :][expand]  # (R, 2, dim)
+        tail = hidden[:, P - 2 :][expand]  # (R, 2, dim)
         _speculative(engine, cache, rows, logits, tail, tokens[:, -1][expand], P, stats)
     else:
         _plain(engine, cache, rows, logits, P, stats)
@@ -903,6 +939,35 @@ def _run_batch(
         stats.decode_seconds += time.perf_counter() - began
     assert len(rows) == R
     return rows
+
+
+# Prefill attends in chunks of prompt tokens so the (B, T * H, S) scores stay this small.
+PREFILL_SCORES = 1 << 22
+
+
+def _prefill(
+    engine: DecodeEngine, cache: LatentCache, tokens: Tensor, mtp: bool
+) -> tuple[Tensor, Tensor]:
+    """Fill the cache with the (left-padded) prompts: (last logits (U, V), hidden (U, P, dim)).
+
+    With `mtp`, the MTP module's cache is filled for slots 0..P-3 as well; the speculative loop
+    starts by (re)computing slots P-2 and P-1.
+    """
+    U, P = tokens.shape
+    chunk = max(16, PREFILL_SCORES // (U * engine.args.n_heads * P))
+    hidden = []
+    logits = tokens.new_empty(0)
+    for a in range(0, P, chunk):
+        b = min(a + chunk, P)
+        logits, h = engine.forward(cache, tokens[:, a:b], a, keep_last=1)
+        hidden.append(h)
+    h_all = torch.cat(hidden, dim=1)  # (U, P, dim)
+    if mtp:
+        # Slot i of the MTP module reads the main model's hidden state at i and token i + 1.
+        for a in range(0, P - 2, chunk):
+            b = min(a + chunk, P - 2)
+            engine.forward_mtp(cache, h_all[:, a:b], tokens[:, a + 1 : b + 1], a)
+    return logits[:, -1], h_all
 
 
 def _choose(
@@ -974,13 +1039,16 @@ def _speculative(
     start: int,
     stats: GenerationStats | None,
 ) -> None:
-    """MTP depth-1 draft, two-token verification. State per row, with s the next free slot:
-    x, the sampled token not yet in the cache (slot s); h2/t2, the MTP inputs for slots
-    s-2 and s-1 (hidden state of the main model there, and the token after it)."""
+    """MTP depth-1 draft, two-token verification. State per row, with pos its next free slot:
+    x, the sampled token not yet in the cache (slot pos); h2/t2, the MTP inputs for slots
+    pos-2 and pos-1 (hidden state of the main model there, and the token after it). A row that
+    keeps its draft advances two slots, one that does not advances one: rows write at their
+    own slots (a ragged step), and the slot a rejected draft was written to is masked until
+    the row's next token overwrites it."""
     device = logits.device
     active = list(rows)
     rp = _RowParams.of([row.params for row in active], device)
-    s = start
+    pos = torch.full((len(active),), start, device=device)
     x, logprobs = _choose(logits, active, rp)
     alive = _emit_all(active, x, logprobs)
     h2 = h_tail  # (R, 2, dim)
@@ -990,18 +1058,18 @@ def _speculative(
             return
         if len(alive) < len(active):
             keep = torch.tensor(alive, device=device)
-            cache.gather_rows(keep, s)
+            cache.gather_rows(keep, int(pos.max()) + 2)
             active = [active[i] for i in alive]
             rp = _RowParams.of([row.params for row in active], device)
-            x, h2, t2 = x[keep], h2[keep], t2[keep]
+            x, h2, t2, pos = x[keep], h2[keep], t2[keep], pos[keep]
         u = torch.stack([row.uniforms(3) for row in active]).to(device)  # (R, 3)
 
-        # Draft: the MTP module at slots s-2, s-1 predicts the token at slot s+1.
-        draft_logits = engine.forward_mtp(cache, h2, t2, s - 2)[0][:, -1]  # (R, V)
-        # Verify: the main model over [x, draft] at slots s, s+1.
+        # Draft: the MTP module at slots pos-2, pos-1 predicts the token at slot pos+1.
+        draft_logits = engine.forward_mtp(cache, h2, t2, pos - 2)[0][:, -1]  # (R, V)
+        # Verify: the main model over [x, draft] at slots pos, pos+1.
         if rp.all_greedy:
             draft = draft_logits.argmax(dim=-1)
-            logits, hid = engine.forward(cache, torch.stack([x, draft], dim=1), s)
+            logits, hid = engine.forward(cache, torch.stack([x, draft], dim=1), pos)
             target = logits[:, 0].argmax(dim=-1)
             accepted = draft == target
             first = target  # the draft where accepted, the correction elsewhere
@@ -1009,7 +1077,7 @@ def _speculative(
         else:
             q = rp.probs(draft_logits)
             draft = sample_from(q, u[:, 0])
-            logits, hid = engine.forward(cache, torch.stack([x, draft], dim=1), s)
+            logits, hid = engine.forward(cache, torch.stack([x, draft], dim=1), pos)
             accepted, first = accept_draft(rp.probs(logits[:, 0]), q, draft, u[:, 1], u[:, 2])
             bonus = sample_from(rp.probs(logits[:, 1]), u[:, 2])
         lp_first = _logprobs(logits[:, 0], first, rp)
@@ -1037,10 +1105,4 @@ def _speculative(
             torch.stack([t2[:, 1], first], dim=1),
         )
         x = torch.where(accepted, bonus, first)
-        if bool(accepted.any()):
-            rejected = (~accepted).nonzero().squeeze(-1)
-            if rejected.numel() > 0:
-                cache.shift_right(rejected, s + 2)
-            s += 2
-        else:
-            s += 1
+        pos = pos + 1 + accepted.long()

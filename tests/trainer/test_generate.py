@@ -22,7 +22,7 @@ from trainer.generate import (
     request_seed,
     sampling_probs,
 )
-from trainer.model import KVCache, ModelArgs, Transformer, debug, tiny
+from trainer.model import Gate, KVCache, ModelArgs, Transformer, debug, tiny
 from trainer.tokenizer import R1Tokenizer, train_tokenizer
 
 WORDS = [
@@ -116,13 +116,15 @@ def test_engine_equals_model_forward_with_cache(args: ModelArgs) -> None:
         cache.bias[:, : P + 4] = torch.where(mask, 0.0, float("-inf"))
         model(tokens[:, :P], cache=cache.kv_cache(), key_padding_mask=mask[:, :P])
         engine = DecodeEngine(model)
-        # One token, then two at once (the speculative verification shape).
+        # One token, then two at once (the speculative verification shape), the second time
+        # with a start per row (the ragged path speculative decoding uses).
         for start, T in ((P, 1), (P + 1, 2)):
             chunk = tokens[:, start : start + T]
             ref = model(
                 chunk, start_pos=start, cache=ref_cache, key_padding_mask=mask[:, : start + T]
             )
-            logits, hidden = engine.forward(cache, chunk, start)
+            per_row = torch.full((B,), start) if T > 1 else start
+            logits, hidden = engine.forward(cache, chunk, per_row)
             assert (logits - ref.logits).abs().max() < 2e-5
             assert (hidden - ref.hidden).abs().max() < 2e-5
         nxt = tokens[:, P + 2 : P + 4]
@@ -318,11 +320,15 @@ def test_user_errors_name_the_problem(
         generate(no_mtp, tok, prompts[:1], SamplingParams(), mtp=True)
 
 
-def test_text_prompts_and_training_mode_is_restored(model: Transformer, tok: R1Tokenizer) -> None:
+def test_text_prompts_and_the_model_is_left_alone(model: Transformer, tok: R1Tokenizer) -> None:
+    """Generating mid-training (RL rollouts) changes nothing: mode, router load counters."""
     model.train()
+    counters = [g.tokens_per_expert.clone() for g in model.modules() if isinstance(g, Gate)]
     try:
         outs = generate(model, tok, ["the cat sat"], SamplingParams(temperature=0, max_tokens=3))
         assert model.training
+        after = [g.tokens_per_expert for g in model.modules() if isinstance(g, Gate)]
+        assert all(torch.equal(a, b) for a, b in zip(counters, after, strict=True))
         ids = tok.encode("the cat sat")
         assert outs[0][0].token_ids == full_recompute(model.eval(), ids, 3)[0]
     finally:
