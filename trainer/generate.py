@@ -11,11 +11,11 @@ How a batch runs:
 
 - Prompts are left-padded and prefilled once (in chunks, so attention scores stay small).
   Every sample of a prompt then copies the prompt's cache rows, so n samples cost one prefill.
-- Decoding runs `DecodeEngine`, a lean re-statement of the model's absorbed-MLA decode step
-  that reads the model's weights (fused where that saves a kernel call: q/kv input
-  projections, gate/up projections, per-expert weights stacked for a batched gather). It is
-  tested equal to `Transformer.forward` with the cache; it exists because on a CPU a decode
-  step of a small model is bound by per-operator overhead, not arithmetic.
+- Prefill and decoding run `DecodeEngine`, the model's absorbed-MLA step restated with its
+  weights rearranged (norm weights and W_uk/W_uv folded into projections, rotary pairs emitted
+  by the projections, a dense MoE for small steps) so that a step issues about half the
+  operators. It is tested equal to `Transformer.forward` with the cache; it exists because on
+  a CPU a decode step of a small model costs what its operators cost to dispatch.
 - The cache is one buffer per layer holding [c_kv | k_pe] per token (kv_lora_rank +
   qk_rope_head_dim values; `LatentCache.kv_cache()` views it as the model's `KVCache`).
   Scores against both halves take one batched matmul.
@@ -336,7 +336,7 @@ def swap_pairs(x: Tensor) -> Tensor:
 # Dense MoE (all experts for every token) while it costs at most this many multiply-adds per
 # layer and step; past it, tokens are dispatched to their experts. Measured on two CPU cores
 # (one thread): dense is faster up to about 30M (tiny: 64 tokens; vllm_tiny: 32 tokens),
-# because dispatch pays a dozen operators per expert and a small matmul is cheap.
+# because dispatch pays several operators per expert and a small matmul is cheap.
 DENSE_MOE_MAX_MACS = 32_000_000
 
 
@@ -948,7 +948,8 @@ PREFILL_SCORES = 1 << 22
 def _prefill(
     engine: DecodeEngine, cache: LatentCache, tokens: Tensor, mtp: bool
 ) -> tuple[Tensor, Tensor]:
-    """Fill the cache with the (left-padded) prompts: (last logits (U, V), hidden (U, P, dim)).
+    """Fill the cache with the (left-padded) prompts: (last logits (U, V), hidden states
+    (U, P, dim) with `mtp`, else of the last chunk only).
 
     With `mtp`, the MTP module's cache is filled for slots 0..P-3 as well; the speculative loop
     starts by (re)computing slots P-2 and P-1.
@@ -961,7 +962,9 @@ def _prefill(
         b = min(a + chunk, P)
         logits, h = engine.forward(cache, tokens[:, a:b], a, keep_last=1)
         hidden.append(h)
-    h_all = torch.cat(hidden, dim=1)  # (U, P, dim)
+        if not mtp:
+            hidden = hidden[-1:]
+    h_all = torch.cat(hidden, dim=1)  # (U, P, dim) with mtp
     if mtp:
         # Slot i of the MTP module reads the main model's hidden state at i and token i + 1.
         for a in range(0, P - 2, chunk):

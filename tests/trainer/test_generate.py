@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+import trainer.generate as generate_module
 from trainer.generate import (
     DecodeEngine,
     GenerationStats,
@@ -183,6 +184,20 @@ def test_greedy_batch_equals_full_recompute_with_logprobs(
         ].logprobs
         is None
     )
+
+
+def test_chunked_prefill_changes_nothing(
+    model: Transformer,
+    tok: R1Tokenizer,
+    prompts: list[list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=True)
+    whole = [generate(model, tok, prompts, params, mtp=mtp) for mtp in (False, True)]
+    monkeypatch.setattr(generate_module, "PREFILL_SCORES", 1)  # 16-token chunks
+    chunked = [generate(model, tok, prompts, params, mtp=mtp) for mtp in (False, True)]
+    for a, b in zip(whole, chunked, strict=True):
+        assert [s[0].token_ids for s in a] == [s[0].token_ids for s in b]
 
 
 def test_a_request_samples_the_same_alone_or_in_any_batch(
