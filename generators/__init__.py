@@ -1,6 +1,7 @@
 """Prompt sources and sample generators.
 
-Built so far: `generators.tasks`, the seeded toy task sources.
-Not built yet: generation backends (local torch, vLLM, OpenAI-compatible HTTP)
-and sharded resumable generation (issues #3 and later).
+Built: `generators.tasks` (seeded toy task sources with gold answers and worked
+solutions) and `generators.backends.local` (the local torch backend over
+`trainer.generate`). Not built yet: the vLLM and OpenAI-compatible HTTP
+backends and sharded resumable generation into the store.
 """
