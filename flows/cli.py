@@ -465,22 +465,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- model and generate commands ----------------------------------------------
 
 
-def _toy_corpus() -> list[str]:
-    """The texts `r1f model init` trains its tokenizer on: every toy task family's prompts
-    (rendered as chat prompts) and worked solutions, difficulties 1-3, a fixed seed."""
-    from generators.tasks import SOURCES, render_pretraining_text
-    from trainer.tokenizer import render_prompt
-
-    tasks = [
-        task
-        for source in SOURCES.values()
-        for difficulty in (1, 2, 3)
-        for task in source.generate(100, seed=0, difficulty=difficulty)
-    ]
-    return [render_pretraining_text(t) for t in tasks] + [render_prompt(t.prompt) for t in tasks]
-
-
 def cmd_model_init(args: argparse.Namespace) -> int:
+    from flows.toy import toy_corpus
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
@@ -493,9 +479,7 @@ def cmd_model_init(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
         raise UserError(f"{out}: exists and is not empty; pass --force to write into it")
     with _console(stderr=True).status("training the tokenizer on the toy corpus"):
-        tokenizer = train_tokenizer(
-            _toy_corpus(), vocab_size=max(config.vocab_size, MIN_VOCAB_SIZE)
-        )
+        tokenizer = train_tokenizer(toy_corpus(), vocab_size=max(config.vocab_size, MIN_VOCAB_SIZE))
     try:
         with _console(stderr=True).status(f"initialising with seed {args.seed}"):
             path, used = init_checkpoint(config, args.seed, out, tokenizer=tokenizer)

@@ -23,6 +23,12 @@ class DemoConfig:
     planted_bad_rows: int = 3
     # HumanEval problems whose canonical solution (and a mutant) go through the sandbox.
     humaneval_problems: int = 10
+    # Sampling from a freshly initialised checkpoint (pretraining is not built yet).
+    model_preset: str = "tiny"
+    generate_prompts_per_source: int = 2
+    samples_per_prompt: int = 2
+    max_tokens: int = 48
+    temperature: float = 1.0
     out_dir: str = "work/demo"
 
 

@@ -28,7 +28,7 @@ from store.config import config_hash
 
 # Stages of the R1 recipe that later issues build; listed so the demo is honest.
 NOT_BUILT = [
-    ("sampling from a model checkpoint into the store (generation flow)", "#3"),
+    ("pretraining the toy base model (the demo samples from random weights)", "later issues"),
     ("rejection filters, dedup, decontamination, 600k + 200k mixture", "#4"),
     ("SFT, GRPO, the R1 stages and distillation; FP8; Prefect flows", "later issues"),
 ]
@@ -123,6 +123,50 @@ def _sandbox_check(problems: int) -> str:
     )
 
 
+def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out: Path) -> None:
+    """Initialise a checkpoint, sample from it into `table`, and show a rerun adds nothing."""
+    from flows.generate import generate_into_store
+    from flows.toy import toy_corpus
+    from generators.backends.local import LocalBackend
+    from generators.tasks import SOURCES
+    from trainer.init import init_checkpoint, model_args
+    from trainer.model import count_parameters
+    from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
+
+    demo = cfg.demo
+    args = model_args(demo.model_preset, None)
+    tokenizer = train_tokenizer(toy_corpus(), vocab_size=max(args.vocab_size, MIN_VOCAB_SIZE))
+    model_dir, used = init_checkpoint(args, cfg.seed, out / "model", tokenizer=tokenizer)
+    total, activated = count_parameters(used)
+    print(
+        f"  {model_dir}: preset {demo.model_preset}, {total:,} parameters ({activated:,} activated), "
+        f"random weights (seed {cfg.seed}): pretraining is not built yet"
+    )
+    backend = LocalBackend(model_dir)
+    tasks = [
+        task
+        for source in SOURCES.values()
+        for task in source.generate(demo.generate_prompts_per_source, seed=cfg.seed)
+    ]
+    sampling = {
+        "temperature": demo.temperature,
+        "max_tokens": demo.max_tokens,
+        "n": demo.samples_per_prompt,
+        "seed": cfg.seed,
+    }
+    started = time.perf_counter()
+    report = generate_into_store(store, table, backend, tasks, lineage=lineage, **sampling)
+    seconds = time.perf_counter() - started
+    print(
+        f"  sampled {report.generated} completions for {report.prompts} prompts in {seconds:.1f} s "
+        f"({backend.identity}) -> {table}@{report.version}"
+    )
+    first = store.read(table).sort("sample_id").row(0, named=True)
+    print(f"  e.g. {first['completion'][:90]!r} (finish: {first['finish_reason']})")
+    rerun = generate_into_store(store, table, backend, tasks, lineage=lineage, **sampling)
+    print(f"  rerun: {rerun.generated} generated, {rerun.already_present} already present")
+
+
 def run_demo(config_path: str | Path) -> int:
     from generators.tasks import SOURCES
     from store.ingest import import_file
@@ -176,21 +220,26 @@ def run_demo(config_path: str | Path) -> int:
         for kind, n in report.reasons.items():
             print(f"      quarantined {n} x {kind}, e.g. {report.examples[kind]}")
 
-    _say("3. Verify: math answers against gold, R1 format, code in the sandbox")
+    _say("3. Sample from a DeepSeek-V3 checkpoint (MLA, MoE, MTP) into the store")
+    generated = "toy-generated"
+    _sample_from_model(cfg, store, generated, lineage, out)
+
+    _say("4. Verify: math answers against gold, R1 format, code in the sandbox")
     from flows.verify import judge_table
 
-    judged = judge_table(store, table, lineage=lineage, workers=2)
-    print(
-        f"  judged {table}@{judged.judged_version}: {judged.rows} samples, "
-        f"{judged.changed} with new verdicts -> {table}@{judged.version}"
-    )
-    for verifier, counts in judged.verdicts.items():
-        print(f"    {verifier:<7} " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    for name in (table, generated):
+        judged = judge_table(store, name, lineage=lineage, workers=2)
+        print(
+            f"  judged {name}@{judged.judged_version}: {judged.rows} samples, "
+            f"{judged.changed} with new verdicts -> {name}@{judged.version}"
+        )
+        for verifier, counts in judged.verdicts.items():
+            print(f"    {verifier:<7} " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     again = judge_table(store, table, lineage=lineage, workers=2)
-    print(f"  judged again: {again.changed} changed, still {table}@{again.version}")
+    print(f"  judged {table} again: {again.changed} changed, still {table}@{again.version}")
     print("  " + _sandbox_check(demo.humaneval_problems))
 
-    _say("4. History and diff")
+    _say("5. History and diff")
     for commit in store.history(table):
         writer = commit.lineage.writer if commit.lineage else "?"
         changes = f"+{commit.rows_added or 0} new, {commit.rows_updated or 0} updated"
@@ -207,7 +256,7 @@ def run_demo(config_path: str | Path) -> int:
     for line, field, reason in quarantine.sort("line").rows():
         print(f"  quarantine: {first.name} line {line}: {field or '-'}: {reason}")
 
-    _say("5. Release: shards + manifest + card, loaded back with `datasets` offline")
+    _say("6. Release: shards + manifest + card, loaded back with `datasets` offline")
     from data_cards.from_store import write_card_for_version
     from store.release import DATA_FILES, export_release, verify_release
 
