@@ -148,14 +148,21 @@ def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out
         for source in SOURCES.values()
         for task in source.generate(demo.generate_prompts_per_source, seed=cfg.seed)
     ]
-    sampling = {
-        "temperature": demo.temperature,
-        "max_tokens": demo.max_tokens,
-        "n": demo.samples_per_prompt,
-        "seed": cfg.seed,
-    }
+    def sample() -> Any:
+        return generate_into_store(
+            store,
+            table,
+            backend,
+            tasks,
+            temperature=demo.temperature,
+            max_tokens=demo.max_tokens,
+            n=demo.samples_per_prompt,
+            seed=cfg.seed,
+            lineage=lineage,
+        )
+
     started = time.perf_counter()
-    report = generate_into_store(store, table, backend, tasks, lineage=lineage, **sampling)
+    report = sample()
     seconds = time.perf_counter() - started
     print(
         f"  sampled {report.generated} completions for {report.prompts} prompts in {seconds:.1f} s "
@@ -163,7 +170,7 @@ def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out
     )
     first = store.read(table).sort("sample_id").row(0, named=True)
     print(f"  e.g. {first['completion'][:90]!r} (finish: {first['finish_reason']})")
-    rerun = generate_into_store(store, table, backend, tasks, lineage=lineage, **sampling)
+    rerun = sample()
     print(f"  rerun: {rerun.generated} generated, {rerun.already_present} already present")
 
 
