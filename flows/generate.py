@@ -24,12 +24,20 @@ from store.store import Store
 
 
 class TaskLike(Protocol):
-    prompt_id: str
-    prompt: str
-    gold: str
-    domain: str
-    track: str
-    source: str
+    """What generation needs of a task (generators.tasks.Task has it); read-only."""
+
+    @property
+    def prompt_id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def gold(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def track(self) -> str: ...
+    @property
+    def source(self) -> str: ...
 
 
 @dataclass(frozen=True)
