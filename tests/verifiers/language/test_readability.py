@@ -204,4 +204,4 @@ def test_hostile_reasoning_is_judged_in_linear_time(text):
     start = time.perf_counter()
     readability_issues(f"<think>{text}</think><answer>1</answer>")
     repetition_score(text)
-    assert time.perf_counter() - start < 10.0  # a hang guard: the naive regexes took minutes
+    assert time.perf_counter() - start < 5.0  # a hang guard: the naive regexes took about 10 s
