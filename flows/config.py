@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filters.pipeline import FilterRunConfig
 from store.config import load_config
 from store.store import StoreConfig
 
@@ -38,6 +39,7 @@ class RunConfig:
     seed: int = field(default=0, metadata={"doc": "seed for every random choice of the run"})
     store: StoreConfig = field(default_factory=StoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    filter: FilterRunConfig = field(default_factory=FilterRunConfig)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

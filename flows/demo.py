@@ -148,6 +148,7 @@ def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out
         for source in SOURCES.values()
         for task in source.generate(demo.generate_prompts_per_source, seed=cfg.seed)
     ]
+
     def sample() -> Any:
         return generate_into_store(
             store,

@@ -1,0 +1,179 @@
+"""`r1f filter run | dedup | decontaminate`: the filter commands' contracts, output and errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from filters.decontam import TOY_BENCHMARK
+from flows.cli import main as r1f
+from store.lineage import Lineage
+from store.record import SAMPLE_SCHEMA, validate_sample
+from store.store import Store
+
+BENCHMARK_ITEM = json.loads(TOY_BENCHMARK.read_text().splitlines()[0])["text"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = r1f(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def story(seed: int, words: int = 60) -> str:
+    rng = random.Random(seed)
+    return " ".join(f"word{rng.randint(0, 5000)}" for _ in range(words))
+
+
+def test_help_lists_the_filter_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        r1f(["filter", "--help"])
+    out = capsys.readouterr().out
+    for command in ("run", "dedup", "decontaminate"):
+        assert command in out
+
+
+def test_dedup_adds_duplicate_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = story(1)
+    near = base.split()
+    near[7] = "changed"
+    rows: list[dict[str, Any]] = [
+        {"id": "a", "completion": base, "other": 1},
+        {"id": "b", "completion": story(2)},
+        {"id": "c", "completion": base},  # exact copy of a
+        {"id": "d", "completion": " ".join(near)},  # near copy of a
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    code, text, _ = run(capsys, "filter", "dedup", "--input", str(src), "--output", str(out))
+    assert code == 0 and "2 duplicates" in text
+    result = read_jsonl(out)
+    assert [r["duplicate_of"] for r in result] == [None, None, "a", "a"]
+    assert result[0]["other"] == 1  # other fields pass through
+    code, text, _ = run(
+        capsys,
+        "filter",
+        "dedup",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--method",
+        "exact",
+        "--threshold",
+        "0.9",
+        "--json",
+    )
+    assert code == 0 and json.loads(text)["duplicates"] == 1
+    assert [r["duplicate_of"] for r in read_jsonl(out)] == [None, None, "a", None]
+
+
+def test_dedup_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": "no id here"}])
+    code, _, err = run(
+        capsys, "filter", "dedup", "--input", str(src), "--output", str(tmp_path / "o.jsonl")
+    )
+    assert code == 2 and "r1f: error:" in err and "'id' must be" in err
+    code, _, err = run(
+        capsys, "filter", "dedup", "--input", str(tmp_path / "nope.jsonl"), "--output", "o"
+    )
+    assert code == 2 and "no such file" in err
+
+
+def test_decontaminate_flags_leaks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"id": 1, "prompt": "What is two plus two?", "completion": story(3)},
+        {"id": 2, "prompt": BENCHMARK_ITEM.upper(), "completion": "x"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    argv = ["filter", "decontaminate", "--input", str(src), "--output", str(out)]
+    code, text, _ = run(capsys, *argv, "--benchmarks", str(TOY_BENCHMARK), "--n", "13")
+    assert code == 0 and "1 contaminated" in text and "toy_benchmark" in text
+    clean, leak = read_jsonl(out)
+    assert (clean["contaminated"], clean["benchmark"], clean["ngram"]) == (False, None, None)
+    assert leak["contaminated"] and leak["benchmark"] == "toy_benchmark"
+    assert len(leak["ngram"].split()) == 13 and leak["ngram"] in BENCHMARK_ITEM.lower()
+    code, text, _ = run(capsys, *argv, "--benchmarks", str(TOY_BENCHMARK), "--json")
+    assert code == 0 and json.loads(text)["contaminated"] == 1
+    code, _, err = run(capsys, *argv, "--benchmarks", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "no such file" in err
+
+
+def sample(i: int, **extra: Any) -> dict[str, Any]:
+    track = "reasoning" if i % 4 else "non_reasoning"
+    think = story(100 + i) if track == "reasoning" else ""
+    row = {
+        "sample_id": f"s{i:03d}",
+        "prompt": f"Question {i}",
+        "completion": f"<think>{think}</think><answer>{i}</answer>",
+        "domain": "math" if track == "reasoning" else "general",
+        "track": track,
+        "source": "toy",
+        "finish_reason": "stop",
+        "verdicts": [{"verifier": "math", "verdict": "correct"}] if track == "reasoning" else [],
+        **extra,
+    }
+    return validate_sample(row)
+
+
+def test_run_commits_both_tables_and_the_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Store(tmp_path / "store")
+    rows = [sample(i) for i in range(24)]
+    rows.append(sample(99, verdicts=[{"verifier": "math", "verdict": "incorrect"}]))
+    store.commit(
+        "toy", pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), lineage=Lineage(writer="test")
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"""
+name: cli-test
+store: {{root: {tmp_path / "store"}}}
+filter:
+  inputs: [{{table: toy}}]
+  outputs: {{candidates: toy-cands, mixture: toy-mix, card_dir: {tmp_path / "cards"}}}
+  execution: {{executor: local, batch_rows: 8}}
+  decontam: {{benchmarks: [{TOY_BENCHMARK}]}}
+  mixture:
+    tracks:
+      reasoning: {{target: 12}}
+      non_reasoning: {{target: 10}}
+"""
+    )
+    code, text, err = run(capsys, "filter", "run", "--config", str(config))
+    assert code == 0, err
+    assert "Filtered 25 rows of toy@0" in text and "toy-mix@0 (18 rows)" in text
+    assert "verified:incorrect 1" in text
+    assert "warning: non_reasoning: 6 of the 10 target (short by 4)" in err
+    card = tmp_path / "cards" / "toy-mix-v0" / "README.md"
+    assert card.is_file() and "## Mixture" in card.read_text()
+    code, text, _ = run(capsys, "filter", "run", "--config", str(config), "--json")
+    report = json.loads(text)
+    assert code == 0 and report["mixture"] == "toy-mix@1" and report["mixture_rows"] == 18
+    assert [s["name"] for s in report["stages"]][-1] == "card"
+
+
+def test_run_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"store: {{root: {tmp_path}}}\nfilter: {{inputs: [{{table: absent}}]}}\n")
+    code, _, err = run(capsys, "filter", "run", "--config", str(config))
+    assert code == 2 and "r1f: error: input table 'absent' is not in store" in err
+    config.write_text("filter: {mixture: {max_upsample: 0.5}}\n")
+    code, _, err = run(capsys, "filter", "run", "--config", str(config))
+    assert code == 2 and "max_upsample must be >= 1.0" in err
