@@ -33,6 +33,7 @@ same objects run in-process, in a process pool or on Ray (see `executor`).
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -44,7 +45,7 @@ import polars as pl
 import pyarrow as pa
 
 from store.record import SAMPLE_FIELDS, SAMPLE_SCHEMA
-from verifiers.format import check_r1_format
+from verifiers.format import FormatResult, check_r1_format
 
 # The token count a filter assumes when a row has no `completion_tokens`:
 # about four characters per token is the usual figure for English text under
@@ -268,5 +269,21 @@ def reasoning_and_answer(sample: Mapping[str, Any]) -> tuple[str | None, str | N
     completion = sample.get("completion")
     if completion is None:
         return None, answer
-    result = check_r1_format(completion, require_answer=False)
+    result = parse_r1_cached(completion, require_answer=False)
     return result.reasoning, answer if answer is not None else result.answer
+
+
+@functools.lru_cache(maxsize=16)
+def parse_r1_cached(completion: str, *, require_answer: bool = True) -> FormatResult:
+    """`check_r1_format`, remembered for the last few completions.
+
+    The filters of one chain ask about the same row in turn (the format
+    filter strictly, the reasoning filters leniently); a hit on the same
+    string object costs no hashing. A completion that passes the strict
+    check parses the same way leniently, so that answer is reused.
+    """
+    if not require_answer:
+        strict = parse_r1_cached(completion, require_answer=True)
+        if strict.ok:
+            return strict
+    return check_r1_format(completion, require_answer=require_answer)

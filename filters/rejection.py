@@ -24,14 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from filters.base import CHARS_PER_TOKEN, Filter, reasoning_and_answer
-from verifiers.format import check_r1_format
+from filters.base import CHARS_PER_TOKEN, Filter, parse_r1_cached, reasoning_and_answer
 from verifiers.language import (
     code_block_in_reasoning,
     detect_mixed_language,
+    ngram_repeats,
     normalize_language,
     overlong_paragraphs,
-    repetition_score,
 )
 
 Policy = Literal["drop", "keep"]
@@ -96,7 +95,7 @@ class R1Format(Filter):
     require_answer: bool = True
 
     def keep(self, sample: Mapping[str, Any]) -> tuple[bool, str | None]:
-        result = check_r1_format(sample["completion"], require_answer=self.require_answer)
+        result = parse_r1_cached(sample["completion"], require_answer=self.require_answer)
         return (True, None) if result.ok else (False, result.reason)
 
 
@@ -198,7 +197,7 @@ class Repetition(Filter):
     """Drop completions that loop: more than `max_share` of their word n-grams repeat earlier ones.
 
     Looping is how RL checkpoints fail when they run out of ideas, and it
-    survives the format check. The score is `verifiers.language.repetition_score`
+    survives the format check. The score is `verifiers.language.repetition_score`'s share
     on the whole completion (a looping answer is as bad as a looping CoT).
     Texts with fewer than `min_ngrams` n-grams are not judged: in a short text
     one repeated phrase is a large share without being a loop.
@@ -218,12 +217,10 @@ class Repetition(Filter):
             raise ValueError(f"max_share must be in [0, 1], got {self.max_share}")
 
     def keep(self, sample: Mapping[str, Any]) -> tuple[bool, str | None]:
-        text = sample["completion"]
-        # A cheap upper bound on the n-gram count: fewer words than that means too short.
-        if len(text.split()) - self.n + 1 < self.min_ngrams:
+        grams, repeats = ngram_repeats(sample["completion"], self.n)
+        if grams < self.min_ngrams or repeats / grams <= self.max_share:
             return True, None
-        score = repetition_score(text, self.n)
-        return (False, "ngram_repeats") if score > self.max_share else (True, None)
+        return False, "ngram_repeats"
 
 
 @dataclass(frozen=True)
@@ -254,16 +251,25 @@ class DegenerateReasoning(Filter):
             return False, "empty_reasoning"
         if len(text) < self.min_chars:
             return False, "short_reasoning"
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line for line in map(str.strip, text.splitlines()) if line]
         if len(lines) > 1 and len(set(lines)) == 1:
             return False, "repeated_line"
-        if answer is not None and _fold(text) == _fold(answer):
+        if answer is not None and _same_folded(text, answer):
             return False, "reasoning_is_answer"
         return True, None
 
 
-def _fold(text: str) -> str:
-    return " ".join(text.casefold().split())
+def _same_folded(a: str, b: str) -> bool:
+    """Whether `a` and `b` are equal with case and whitespace folded."""
+    # The first words settle most pairs without reading the whole text.
+    a_head, b_head = a.split(None, 1)[:1], b.split(None, 1)[:1]
+    if [w.casefold() for w in a_head] != [w.casefold() for w in b_head]:
+        return False
+    a_words, b_words = a.split(), b.split()
+    # Case folding adds no whitespace, so different word counts settle it cheaply.
+    if len(a_words) != len(b_words):
+        return False
+    return " ".join(a_words).casefold() == " ".join(b_words).casefold()
 
 
 def default_rejection_filters(

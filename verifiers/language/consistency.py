@@ -43,9 +43,13 @@ What is not covered
 from __future__ import annotations
 
 import re
+import unicodedata
 
-from verifiers.language.latin import LATIN_LANGUAGES, identify_latin_language
-from verifiers.language.scripts import iter_words, strip_non_prose
+import numpy as np
+
+from verifiers.language import _kernels as _k
+from verifiers.language.latin import LATIN_LANGUAGES, STOPWORDS, identify_latin_language
+from verifiers.language.scripts import MATH_WORDS, char_script, iter_words, strip_non_prose
 
 TARGET_SCRIPTS: dict[str, frozenset[str]] = {
     "en": frozenset({"latin"}),
@@ -100,8 +104,14 @@ def language_consistency(text: str, target: str) -> float:
     chain of thought (the non-reasoning track) scores.
     """
     code = normalize_language(target)
+    prose = strip_non_prose(text)
+    return _compiled_consistency(prose, code)
+
+
+def _word_by_word_consistency(prose: str, code: str) -> float:
+    """The definition, word by word: every script, any text (about 4 ms per 6 KB)."""
     scripts = TARGET_SCRIPTS[code]
-    sentences = [list(iter_words(part)) for part in _SENTENCE_END.split(strip_non_prose(text))]
+    sentences = [list(iter_words(part)) for part in _SENTENCE_END.split(prose)]
     total = sum(len(words) for words in sentences)
     if total == 0:
         return 1.0
@@ -109,6 +119,83 @@ def language_consistency(text: str, target: str) -> float:
     if code in LATIN_LANGUAGES:
         on_target -= _latin_off_target_words(sentences, code)
     return on_target / total
+
+
+# The compiled path gives exactly `_word_by_word_consistency` (tests pin it
+# on fuzzed text in every script) in one pass over the code points, about
+# 30 us per 6 KB instead of 4 ms. Tables say each code point's class
+# (script, mark, notation, whitespace, sentence punctuation or none of
+# these) and lower case. The tables start empty and learn the characters they
+# meet, so a process pays `char_script` once per distinct character.
+_LANGUAGE_INDEX = {lang: i for i, lang in enumerate(LATIN_LANGUAGES)}
+_CLASS_OF_SCRIPT = {
+    "latin": _k.LATIN,
+    "han": _k.HAN,
+    "kana": _k.KANA,
+    "hangul": _k.HANGUL,
+    "cyrillic": _k.CYRILLIC,
+    "arabic": _k.ARABIC,
+    "greek": _k.GREEK,
+    "other": _k.OTHER,
+}
+_CLASSES = np.full(0x110000, _k.UNKNOWN, np.uint8)
+_LOWER = np.arange(0x110000, dtype=np.uint32)
+
+
+def _words_table() -> tuple[np.ndarray, np.ndarray]:
+    """What lower-cased words mean to the kernel: a Latin language's index, or -1 for math."""
+    meaning = dict.fromkeys(MATH_WORDS, -1)
+    for lang, words in STOPWORDS.items():
+        meaning.update(dict.fromkeys(words, _LANGUAGE_INDEX[lang]))
+    return _k.lookup_table(meaning)
+
+
+_WORD_KEYS, _WORD_VALUES = _words_table()
+_TARGETS = {
+    code: np.array(
+        [c in {_CLASS_OF_SCRIPT[s] for s in scripts} for c in range(_k.OTHER + 1)], np.bool_
+    )
+    for code, scripts in TARGET_SCRIPTS.items()
+}
+
+
+def _learn(chars: set[str]) -> None:
+    """Classify characters the tables have not seen yet."""
+    for ch in chars:
+        cp = ord(ch)
+        if _CLASSES[cp] != _k.UNKNOWN:
+            continue
+        script = char_script(ch)
+        if ch in "\n\u3002\uff01\uff1f\uff1b\uff1a":
+            _CLASSES[cp] = _k.BREAK
+        elif ch in ".!?;:":
+            _CLASSES[cp] = _k.PUNCT
+        elif ch.isspace():  # what `\\s` matches in a str pattern
+            _CLASSES[cp] = _k.SPACE
+        elif script == "mark":
+            _CLASSES[cp] = _k.MARK
+        elif script:
+            _CLASSES[cp] = _CLASS_OF_SCRIPT[script]
+        else:
+            notation = ch == "_" or unicodedata.category(ch).startswith("N")
+            _CLASSES[cp] = _k.NOTATION if notation else _k.NOT_LETTER
+        lowered = ch.lower()
+        _LOWER[cp] = ord(lowered) if len(lowered) == 1 else cp
+
+
+_learn({chr(c) for c in range(128)})
+
+
+def _compiled_consistency(prose: str, code: str) -> float:
+    """`_word_by_word_consistency`, compiled."""
+    text = np.frombuffer(prose.encode("utf-32-le", "surrogatepass"), np.uint32)
+    args = (_CLASSES, _LOWER, _WORD_KEYS, _WORD_VALUES, _TARGETS[code])
+    latin = _LANGUAGE_INDEX.get(code, -1)
+    share = _k.consistency_kernel(text, *args, latin, len(LATIN_LANGUAGES))
+    if share < 0:  # characters the tables have not seen: learn them, then count
+        _learn(set(prose))
+        share = _k.consistency_kernel(text, *args, latin, len(LATIN_LANGUAGES))
+    return float(share)
 
 
 def detect_mixed_language(text: str, target: str, threshold: float = 0.9) -> str | None:

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from verifiers.format import check_r1_format
+from verifiers.language._kernels import ngram_repeats_ascii
 from verifiers.language.consistency import detect_mixed_language
 
 OVERLONG_PARAGRAPH = "overlong_paragraph"
@@ -47,8 +50,8 @@ _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$|\\\[(?:(?!\\\[).)*?\\\]", re.DOTALL)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _INDENTED = re.compile(r"^(?: {4}|\t)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s")
-_CODE_LINE = re.compile(
-    r"""^\s*(?:
+# What a code line starts with (after indentation).
+_CODE_LINE_START = r"""
         (?:async\s+)?def\s+\w+\s*\( | class\s+\w+\s*[(:]
       | return\b | import\s+\w | from\s+[\w.]+\s+import\b
       | for\s+\w+(?:\s*,\s*\w+)*\s+in\s+.+:$ | (?:while|if|elif)\s.*:$
@@ -59,19 +62,27 @@ _CODE_LINE = re.compile(
       | (?:public|private|protected|static)\s+\w
       | fn\s+\w+\s*\( | func\s+\w+\s*\(
       | \}\s*;?\s*$
-    )
-    | [;{]\s*$
-    """,
-    re.VERBOSE,
+"""
+_CODE_LINE = re.compile(rf"^\s*(?:{_CODE_LINE_START})|[;{{]\s*$", re.VERBOSE)
+# The same test over many lines at once, for "\n" + the lines joined: it
+# starts on a newline, ";" or "{", which the regex engine skips to quickly.
+_CODE_LINE_ANYWHERE = re.compile(
+    rf"[\n;{{](?:(?<=\n)\s*(?:{_CODE_LINE_START})|(?<=[;{{])\s*$)", re.VERBOSE | re.MULTILINE
 )
 # A Han or kana character is a token of its own; other word characters run on.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 
 
+def _has_fence(text: str) -> bool:
+    """Whether `text` may hold a code fence: a cheap test before the fence patterns."""
+    # A one-character search is a memchr; most texts have neither character.
+    return ("`" in text and "```" in text) or ("~" in text and "~~~" in text)
+
+
 def longest_paragraph_chars(text: str) -> int:
     """Length in characters of `text`'s longest paragraph, fenced code left out."""
-    prose = _FENCED_BLOCK.sub("\n\n", text)
+    prose = _FENCED_BLOCK.sub("\n\n", text) if _has_fence(text) else text
     return max((len(p.strip()) for p in _PARAGRAPH_BREAK.split(prose)), default=0)
 
 
@@ -97,21 +108,60 @@ def _looks_like_code_run(lines: list[str]) -> bool:
 
 def code_block_in_reasoning(reasoning: str) -> str | None:
     """`"code_in_reasoning"` when `reasoning` holds a code block, else None."""
-    if _FENCE_LINE.search(reasoning):
+    if _has_fence(reasoning) and _FENCE_LINE.search(reasoning):
         return CODE_IN_REASONING
-    lines = _DISPLAY_MATH.sub("\n", reasoning).splitlines()
+    if "$$" in reasoning or "\\[" in reasoning:
+        reasoning = _DISPLAY_MATH.sub("\n", reasoning)
+    lines = reasoning.splitlines()
+    # A code run needs a line that looks like code; one pass over the joined
+    # lines finds whether any does (it may also match across lines, which
+    # only sends a text on to the exact line-by-line check).
+    if not _CODE_LINE_ANYWHERE.search("\n" + "\n".join(lines)):
+        return None
     return CODE_IN_REASONING if _looks_like_code_run(lines) else None
 
 
 def repetition_score(text: str, n: int = 4) -> float:
     """Share in [0, 1] of `text`'s word n-grams that repeat an earlier one; 0.0 if none."""
+    grams, repeats = ngram_repeats(text, n)
+    return repeats / grams if grams else 0.0
+
+
+def ngram_repeats(text: str, n: int = 4) -> tuple[int, int]:
+    """`(n-grams, n-grams that repeat an earlier one)` over `text`'s lower-cased words."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if text.isascii():
+        grams, repeats = ngram_repeats_ascii(np.frombuffer(text.encode("ascii"), np.uint8), n)
+        return int(grams), int(repeats)
     tokens = _TOKEN.findall(text.lower())
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0
-    return (len(grams) - len(set(grams))) / len(grams)
+    grams = len(tokens) - n + 1
+    if grams <= 0:
+        return 0, 0
+    hashes = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
+    return grams, grams - _distinct_ngrams(hashes, n)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _distinct_ngrams(hashes: np.ndarray, n: int) -> int:
+    """How many distinct n-grams a text has, compared by a 64-bit hash of each n-gram.
+
+    Sorting an array of n-gram hashes is faster than a set of tuples of
+    strings; a spurious repeat needs two different n-grams of one text to
+    collide in 64 bits (odds about 1e-10 for a 64 KB text).
+    """
+    grams = len(hashes) - n + 1
+    key = hashes[:grams].copy()
+    for i in range(1, n):
+        # Multiply, then xor in the next token rotated by its place: order matters.
+        part = hashes[i : i + grams]
+        r = i % 63 + 1
+        rotated = (part << np.uint64(r)) | (part >> np.uint64(64 - r))
+        key = (key * _MIX) ^ rotated
+    key.sort()
+    return 1 + int(np.count_nonzero(key[1:] != key[:-1]))
 
 
 def readability_issues(

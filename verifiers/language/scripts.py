@@ -83,8 +83,15 @@ _NON_PROSE = re.compile(
 )
 
 
+# Every span `_NON_PROSE` removes holds one of these; most prose holds none,
+# and checking costs far less than running the pattern.
+_NON_PROSE_MARKERS = ("`", "~", "$", "\\", "http")
+
+
 def strip_non_prose(text: str) -> str:
     """`text` with code, math, LaTeX commands and URLs replaced by a space or newline."""
+    if not any(marker in text for marker in _NON_PROSE_MARKERS):
+        return text
     return _NON_PROSE.sub(lambda m: "\n" if "\n" in m.group() else " ", text)
 
 
