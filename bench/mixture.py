@@ -1,7 +1,7 @@
 """Benchmark: the filter-and-assemble run on 1,000,000 synthetic candidates, stage by stage.
 
     python bench/mixture.py             # 1,000,000 candidates: 750k reasoning + 250k non-reasoning
-    python bench/mixture.py --quick     # 20,000 candidates, targets scaled down alike
+    python bench/mixture.py --quick     # 10,000 candidates, targets scaled down alike
     python bench/mixture.py --rows N    # any size; --keep keeps work/bench/mixture-PID
 
 What runs, in one process (the `process` executor's workers are its children):
@@ -16,7 +16,7 @@ What runs, in one process (the `process` executor's workers are its children):
 2. the pipeline with `configs/filter-full.yaml` (600k + 200k targets, pass-rate
    window, k = 4 per prompt, 13-gram decontamination against a generated
    benchmark file, exact + MinHash dedup): `analyse`, `dedup`, `pass_rate`,
-   `selection`, `mixture`, `write_candidates`, `write_mixture`, `card`.
+   `selection`, `mixture`, `write` (candidates and mixture side by side), `card`.
 
 Each stage gets its wall time, CPU time (this process and its workers), the
 peak RSS of this process (VmHWM, reset at each stage start through
@@ -61,11 +61,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import GB, emit_json, print_table, rounded  # noqa: E402
+from bench._common import (  # noqa: E402
+    GB,
+    StepOutcome,
+    emit_json,
+    print_table,
+    rounded,
+    run_child,
+    write_result,
+)
 from verifiers.language.latin import STOPWORDS  # noqa: E402
 
 FULL_ROWS = 1_000_000
-QUICK_ROWS = 20_000
+QUICK_ROWS = 10_000
 REASONING_SHARE = 0.75
 SEED = 20250128
 BATCH_ROWS = 4096
@@ -92,6 +100,9 @@ LEAK_SPAN_WORDS = 20
 TARGETS = {"reasoning": 600_000, "non_reasoning": 200_000}
 TARGET_S = 15 * 60
 TARGET_RSS_GB = 8.0
+CHILD_TIMEOUT_S = 3 * 3600
+CHILD_RSS_CAP_GB = 16.0
+HEARTBEAT_S = 60.0
 REASONING_SOURCES = {"math": "rl-math", "code": "rl-code", "science": "rl-science"}
 NON_REASONING_SOURCES = {
     "writing": "v3-writing",
@@ -515,7 +526,11 @@ class Meter:
             return [self.me]
 
     def _sample(self) -> None:
+        beat = time.perf_counter()
         while not self.stop.wait(0.2):
+            if time.perf_counter() - beat >= HEARTBEAT_S:
+                beat = time.perf_counter()
+                self._heartbeat()
             rss = 0
             with self.lock:
                 for proc in self._tree():
@@ -526,6 +541,20 @@ class Meter:
                     except psutil.Error:
                         continue
                 self.tree_peak = max(self.tree_peak, rss)
+
+    def _heartbeat(self) -> None:
+        stage = self.current
+        if stage is None:
+            return
+        with self.lock:
+            peak = self.tree_peak / GB
+        main = self.me.memory_info().rss / GB
+        print(
+            f"    [{time.strftime('%H:%M:%S')}] {stage.name}: {stage.rows:,} rows, "
+            f"{time.perf_counter() - self.started:.0f} s, main {main:.2f} GB, "
+            f"tree peak {peak:.2f} GB",
+            flush=True,
+        )
 
     def _cpu_total(self) -> float:
         with self.lock:
@@ -633,6 +662,42 @@ def _minhash_anchor(quick: bool) -> dict[str, Any] | None:
     return result
 
 
+def generate(work: Path, rows: int, result: Path) -> None:
+    """The `generate` step, run in a child: both input tables, the benchmark file, the truth."""
+    from flows.config import load_run_config
+    from store.lineage import Lineage
+    from store.store import Store
+
+    started = time.perf_counter()
+    cfg = load_run_config(ROOT / "configs" / "filter-full.yaml")
+    vocab = Vocabulary(SEED)
+    items = benchmark_items(vocab, np.random.default_rng([SEED, 9]))
+    (work / "bench-eval.jsonl").write_text(
+        "".join(json.dumps({"question": t}) + "\n" for t in items)
+    )
+    store = Store(work / "store")
+    truth = Truth()
+    reasoning_rows = round(rows * REASONING_SHARE)
+    tables = cfg.filter.inputs
+    for table, track, n in (
+        (tables[0].table, "reasoning", reasoning_rows),
+        (tables[1].table, "non_reasoning", rows - reasoning_rows),
+    ):
+        gen = Generator(track, n, vocab, items, truth, SEED)
+        store.commit(table, gen.batches(), lineage=Lineage(writer="bench/mixture.py"))
+    truth.frame().write_parquet(work / "truth.parquet")
+    write_result(
+        result,
+        {
+            "seconds": time.perf_counter() - started,
+            "cpu_s": time.process_time(),
+            "rows": truth.rows,
+            "text_bytes": truth.text_bytes,
+            "max_bytes": truth.max_bytes,
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -644,13 +709,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--minhash-anchor", action="store_true", help="also run bench/minhash.py (--quick form)"
     )
+    parser.add_argument(
+        "--data",
+        help="keep the generated inputs in DIR and reuse them when DIR already holds "
+        "this many rows (the pipeline's output tables there are replaced)",
+    )
+    parser.add_argument("--generate-into", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rows = args.rows or (QUICK_ROWS if args.quick else FULL_ROWS)
+    if args.generate_into:
+        generate(Path(args.generate_into), rows, Path(args.out))
+        return 0
     scale = rows / FULL_ROWS
-    work = ROOT / "work" / "bench" / f"mixture-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if args.data:
+        work = Path(args.data).resolve()
+        made_before = work / "generate.json"
+        reuse = made_before.is_file() and json.loads(made_before.read_text()).get("rows") == rows
+    else:
+        work = ROOT / "work" / "bench" / f"mixture-{os.getpid()}"
+        reuse = False
+    if not reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    print(
+        f"bench/mixture: {rows:,} candidates ({REASONING_SHARE:.0%} reasoning), "
+        f"targets scaled by {scale:g}, {args.workers} workers, work dir {work}",
+        flush=True,
+    )
+    # The data is generated in a child, so its memory (allocator pools kept
+    # after a 6 GB commit) does not count against the pipeline's stages.
+    if reuse:
+        print(f"  reusing the inputs generated earlier in {work}", flush=True)
+        made = StepOutcome("generate", ok=True, result=json.loads(made_before.read_text()))
+        made.process_s = made.result["seconds"]
+        made.sampled_peak_rss_gb = made.result["peak_rss_gb"]
+    else:
+        print(f"  [{time.strftime('%H:%M:%S')}] generate (child process) ...", flush=True)
+        made = run_child(
+            "generate",
+            [
+                sys.executable,
+                __file__,
+                "--rows",
+                str(rows),
+                "--generate-into",
+                str(work),
+                "--out",
+                str(work / "generate.json"),
+            ],
+            work / "generate.json",
+            timeout_s=CHILD_TIMEOUT_S,
+            rss_cap_gb=CHILD_RSS_CAP_GB,
+        )
+    if not made.ok:
+        print(f"generate failed: {made.error}", flush=True)
+        return 1
+    generate_s = made.process_s
+    text_bytes, max_bytes = made.result["text_bytes"], made.result["max_bytes"]
+    truth_frame = pl.read_parquet(work / "truth.parquet")
 
     from filters.mixture import TrackSpec
     from filters.pipeline import run_filter_pipeline
@@ -659,36 +777,12 @@ def main(argv: list[str] | None = None) -> int:
     from store.store import Store
 
     cfg = load_run_config(ROOT / "configs" / "filter-full.yaml")
-    meter = Meter()
-    print(
-        f"bench/mixture: {rows:,} candidates ({REASONING_SHARE:.0%} reasoning), "
-        f"targets scaled by {scale:g}, {args.workers} workers, work dir {work}"
-    )
-    vocab = Vocabulary(SEED)
-    bench_rng = np.random.default_rng([SEED, 9])
-    items = benchmark_items(vocab, bench_rng)
-    bench_file = work / "bench-eval.jsonl"
-    bench_file.write_text("".join(json.dumps({"question": t}) + "\n" for t in items))
     store = Store(work / "store")
-    truth = Truth()
+    for output in (cfg.filter.outputs.candidates, cfg.filter.outputs.mixture):
+        shutil.rmtree(work / "store" / output, ignore_errors=True)  # a reused dir's last run
     lineage = Lineage(writer="bench/mixture.py")
-    meter.stage("generate", rows)
-    reasoning_rows = round(rows * REASONING_SHARE)
-    tables = cfg.filter.inputs
-    for table, track, n in (
-        (tables[0].table, "reasoning", reasoning_rows),
-        (tables[1].table, "non_reasoning", rows - reasoning_rows),
-    ):
-        gen = Generator(track, n, vocab, items, truth, SEED)
-
-        def counted(gen: Generator = gen) -> Iterator[pa.RecordBatch]:
-            for batch in gen.batches():
-                meter.advance(batch.num_rows)
-                yield batch
-
-        store.commit(table, counted(), lineage=lineage)
-    generate_s = time.perf_counter() - started
-
+    bench_file = work / "bench-eval.jsonl"
+    meter = Meter()
     f = cfg.filter
     targets = {k: max(1, round(v * scale)) for k, v in TARGETS.items()}
     run_cfg = dataclasses.replace(
@@ -705,12 +799,23 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_s = time.perf_counter() - pipeline_started
     meter.finish()
     total_s = time.perf_counter() - started
+    stages = [
+        StageFigures(
+            "generate (child)",
+            rows=rows,
+            wall_s=made.process_s,
+            cpu_s=made.result["cpu_s"],
+            main_peak_gb=made.result["peak_rss_gb"],
+            tree_peak_gb=made.sampled_peak_rss_gb,
+            others=made.others_cpu_share,
+        ),
+        *meter.stages,
+    ]
 
     candidates = store.read(
         run_cfg.outputs.candidates, columns=["sample_id", "kept", "filter_reason"]
     )
     mixture_ids = store.read(run_cfg.outputs.mixture, columns=["sample_id"]).get_column("sample_id")
-    truth_frame = truth.frame()
     recall = recall_table(candidates, truth_frame)
     wrong = false_drops(candidates, truth_frame)
     base_ids = mixture_ids.str.replace(r"~\d+$", "")
@@ -738,12 +843,12 @@ def main(argv: list[str] | None = None) -> int:
                 s.tree_peak_gb,
                 f"{s.others:.0%}",
             )
-            for s in meter.stages
+            for s in stages
         ],
     )
     print()
     print_table(
-        ["step (worker time)", "rows in", "kept", "dropped", "cpu s", "MB/s of text"],
+        ["step", "rows in", "kept", "dropped", "step s", "MB/s of text"],
         [
             (
                 s.step,
@@ -751,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
                 s.kept,
                 sum(s.dropped.values()),
                 s.seconds,
-                truth.text_bytes / 1e6 / s.seconds if s.seconds else None,
+                text_bytes / 1e6 / s.seconds if s.seconds else None,
             )
             for s in report.steps
         ],
@@ -764,13 +869,14 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in recall.items()
         ],
     )
+    # The targets are the pipeline's: the generate child is the bench's own setup.
     peak_main = max(s.main_peak_gb for s in meter.stages)
     peak_tree = max(s.tree_peak_gb for s in meter.stages)
     mix = report.mixture_report
     print()
     print(
-        f"text: {truth.text_bytes / GB:.2f} GB, mean {truth.text_bytes / rows / 1024:.2f} KB, "
-        f"max {truth.max_bytes / 1024:.1f} KB; generate {generate_s:.0f} s; "
+        f"text: {text_bytes / GB:.2f} GB, mean {text_bytes / rows / 1024:.2f} KB, "
+        f"max {max_bytes / 1024:.1f} KB; generate {generate_s:.0f} s; "
         f"pipeline {pipeline_s:.0f} s; total {total_s:.0f} s"
     )
     print(
@@ -786,13 +892,14 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {
         "bench": "mixture",
         "rows": rows,
-        "text_gb": rounded(truth.text_bytes / GB),
-        "mean_kb": rounded(truth.text_bytes / rows / 1024),
+        "text_gb": rounded(text_bytes / GB),
+        "mean_kb": rounded(text_bytes / rows / 1024),
         "generate_s": rounded(generate_s, 1),
         "pipeline_s": rounded(pipeline_s, 1),
         "total_s": rounded(total_s, 1),
         "peak_rss_gb": rounded(peak_tree),
         "peak_rss_main_gb": rounded(peak_main),
+        "generate_peak_rss_gb": rounded(made.sampled_peak_rss_gb),
         "target_s": TARGET_S,
         "target_rss_gb": TARGET_RSS_GB,
         "time_met": time_met,
@@ -806,16 +913,18 @@ def main(argv: list[str] | None = None) -> int:
                 "tree_peak_gb": rounded(s.tree_peak_gb),
                 "others": rounded(s.others, 2),
             }
-            for s in meter.stages
+            for s in stages
         },
-        "step_cpu_s": {s.step: rounded(s.seconds, 1) for s in report.steps},
+        # Time inside each step summed over batches (StepStats.seconds): with two
+        # workers on two free cores that is CPU time; on a loaded machine, more.
+        "step_s": {s.step: rounded(s.seconds, 1) for s in report.steps},
         "mixture": {t.track: {"target": t.target, "achieved": t.achieved} for t in mix.tracks},
         "recall": {k: v["recall"] for k, v in recall.items()},
         "false_drops": wrong,
         "checks": checks,
         "minhash_anchor": anchor,
     }
-    if not args.keep:
+    if not args.keep and not args.data:
         shutil.rmtree(work, ignore_errors=True)
     emit_json(figures)
     return 0 if all(checks.values()) else 1

@@ -10,8 +10,7 @@ tables and runs R1's rejection-sampling stage over them, in this order:
 | `pass_rate` | main process, small columns | the pass-rate window (optional) |
 | `selection` | main process | at most k diverse samples per prompt (optional); reads the texts of crowded prompts only |
 | `mixture` | main process, small columns | `filters.mixture.assemble` |
-| `write_candidates` | stream | every input row with its final `kept` / `filter_reason`: one commit |
-| `write_mixture` | stream | the chosen rows and their copies: one commit (a new version) |
+| `write` | stream, two threads | the candidates table (every input row with its final `kept` / `filter_reason`) and the mixture (the chosen rows and their copies): one commit each, the mixture's after the candidates' |
 | `card` | | the mixture version's card, with the step stats, decontamination and mixture reports |
 
 **Memory.** Texts are held only inside a batch. Between the stages the run
@@ -19,7 +18,7 @@ keeps, per row, a few short columns (ids, track, domain, source, decision,
 and the verdicts while the pass-rate window needs them) and, per row that
 survives the filters, one 8-byte exact hash and a `num_perm x 4`-byte
 signature (512 bytes at 128 permutations: 0.5 GB per million rows). The
-inputs are read three times (analyse, write candidates, write mixture) and
+inputs are read three times (analyse, then the two writes side by side) and
 the texts of crowded prompts a fourth time when `per_prompt` is set, rather
 than spilled. Each later pass checks that it sees the same `sample_id`s in
 the same order as the first, so a table that changed under the run is an
@@ -50,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -89,8 +89,7 @@ STAGES = (
     "pass_rate",
     "selection",
     "mixture",
-    "write_candidates",
-    "write_mixture",
+    "write",
     "card",
 )
 NOT_SAMPLED = "mixture:not_sampled"
@@ -869,13 +868,20 @@ class _Run:
         return kept, reasons
 
     def write(
-        self, name: str, stage: str, lineage: Lineage, copies: np.ndarray | None, total: int
+        self,
+        name: str,
+        lineage: Lineage,
+        copies: np.ndarray | None,
+        total: int,
+        *,
+        before_commit: Callable[[], None] | None = None,
     ) -> int:
         """Stream the inputs again with the decisions (and copies) applied; one overwrite commit.
 
-        `total` is the number of rows the commit must write; progress counts input rows.
+        `total` is the number of rows the commit must write; progress counts
+        input rows. `before_commit` runs after the last batch, before the
+        commit: raising there abandons the commit.
         """
-        started = self._stage(stage, self.rows)
         kept, reasons = self._decisions()
         step = _FinalizeStep(self.cfg.routing)
 
@@ -888,11 +894,12 @@ class _Run:
                     continue
                 yield batch, kept.slice(offset, n), reasons.slice(offset, n), part
                 self._advance(n)
+            if before_commit is not None:
+                before_commit()
 
         # Without routing the step is a few column swaps: not worth a trip to a worker.
         outputs = self._map(step, items()) if self.cfg.routing else map(step, items())
         result = self.store.commit(name, outputs, lineage=lineage, mode="overwrite")
-        self._done(stage, started, result.rows_written)
         if result.rows_written != total:
             raise PipelineError(
                 f"{name}: wrote {result.rows_written:,} rows, expected {total:,} "
@@ -924,6 +931,70 @@ def _steps_section(steps: Sequence[StepStats], dedup: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _write_outputs(
+    run: _Run,
+    candidates_lineage: Lineage,
+    mixture_lineage: Callable[[TableRef], Lineage],
+    copies: np.ndarray,
+    mixture_rows: int,
+) -> tuple[int, int]:
+    """Write the candidates and the mixture tables at once, in two threads.
+
+    Each write reads the inputs again and spends most of its time encoding
+    and compressing in deltalake's native code, so two of them keep two cores
+    busy where one after the other would not. The order of the commits stays
+    as if sequential: the mixture's lineage names the candidates version, so
+    its writer waits, after its last batch and before committing, for the
+    candidates commit, and abandons its own commit when that one failed or
+    did not land at the version named.
+    """
+    store, cfg = run.store, run.cfg
+    name = cfg.outputs.candidates
+    expected = store.latest_version(name) + 1 if store.exists(name) else 0
+    candidates = TableRef(name, expected)
+    started = run._stage("write", 2 * run.rows)
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def write_candidates() -> None:
+        try:
+            outcome["version"] = run.write(name, candidates_lineage, None, run.rows)
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    def candidates_committed() -> None:
+        done.wait()
+        if "error" in outcome:
+            raise PipelineError(f"not committing the mixture: writing {name} failed")
+        if outcome["version"] != expected:
+            raise PipelineError(
+                f"not committing the mixture: {name} landed at version "
+                f"{outcome['version']}, not {expected} (another writer?)"
+            )
+
+    thread = threading.Thread(target=write_candidates, name="write-candidates", daemon=True)
+    thread.start()
+    try:
+        mixture_version = run.write(
+            cfg.outputs.mixture,
+            mixture_lineage(candidates),
+            copies,
+            mixture_rows,
+            before_commit=candidates_committed,
+        )
+    except BaseException as exc:
+        thread.join()
+        # The candidates' failure is the cause; the mixture's is its echo.
+        raise outcome.get("error", exc) from None
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    run._done("write", started, run.rows + mixture_rows)
+    return outcome["version"], mixture_version
+
+
 def run_filter_pipeline(
     store: Store,
     cfg: FilterRunConfig,
@@ -949,20 +1020,12 @@ def run_filter_pipeline(
     mixture_report, copies = run.mixture()
     parents = tuple(run.inputs)
     sources = ", ".join(str(r) for r in parents)
-    candidates_version = run.write(
-        cfg.outputs.candidates,
-        "write_candidates",
+    candidates_version, mixture_version = _write_outputs(
+        run,
         dataclasses.replace(
             lineage, parents=parents, message=f"filter decisions for every row of {sources}"
         ),
-        None,
-        run.rows,
-    )
-    candidates = TableRef(cfg.outputs.candidates, candidates_version)
-    mixture_version = run.write(
-        cfg.outputs.mixture,
-        "write_mixture",
-        dataclasses.replace(
+        lambda candidates: dataclasses.replace(
             lineage,
             parents=(*parents, candidates),
             message=f"SFT mixture of {sources} (decisions in {candidates})",
@@ -970,6 +1033,7 @@ def run_filter_pipeline(
         copies,
         mixture_report.achieved,
     )
+    candidates = TableRef(cfg.outputs.candidates, candidates_version)
     mixture = TableRef(cfg.outputs.mixture, mixture_version)
     started = run._stage("card", None)
     card_dir = Path(cfg.outputs.card_dir) / f"{cfg.outputs.mixture}-v{mixture_version}"

@@ -211,6 +211,34 @@ def test_lineage_parents_are_the_exact_input_versions(store: Store, tmp_path: Pa
     assert "late" not in set(store.read("sft-candidates").get_column("sample_id"))
 
 
+def test_a_failed_candidates_write_leaves_both_outputs_as_they_were(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first run lands version 0 of both outputs; a second run whose
+    # candidates commit fails must not commit a mixture naming it.
+    first = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=3)
+    before = store.content_hash("sft-mixture")
+    real_commit = Store.commit
+
+    def failing(self: Store, name: str, data: Any, **kwargs: Any) -> Any:
+        if name == "sft-candidates":
+            raise OSError("disk full")
+        return real_commit(self, name, data, **kwargs)
+
+    monkeypatch.setattr(Store, "commit", failing)
+    with pytest.raises(OSError, match="disk full"):
+        run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=4)
+    monkeypatch.undo()
+    assert store.latest_version("sft-candidates") == first.candidates.version == 0
+    assert store.latest_version("sft-mixture") == first.mixture.version == 0
+    assert store.content_hash("sft-mixture") == before
+    # A rerun finishes the work: both outputs move on together.
+    again = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=4)
+    assert (again.candidates.version, again.mixture.version) == (1, 1)
+    parents = store.history("sft-mixture")[0].lineage
+    assert parents is not None and parents.parents[-1] == again.candidates
+
+
 def test_several_inputs_make_one_commit_per_output(tmp_path: Path) -> None:
     # The second table is opened before the writer starts pulling batches
     # (opening a Delta table inside write_deltalake's runtime panics).
