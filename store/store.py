@@ -217,26 +217,22 @@ class Store:
         columns: list[str] | None = None,
         batch_rows: int = 4096,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a version as Arrow batches in the table's schema, one row group at a time."""
+        """Stream a version as Arrow batches in the table's schema, one row group at a time.
+
+        The table is opened (and a bad name or version raised) when this is
+        called; reading starts at the first batch asked for, so several
+        streams can be set up at once without holding each other's data.
+        """
         table = self._open(name, version)
         schema = schema_for(name)
         if columns:
             schema = pa.schema([schema.field(c) for c in columns])
         files = table.file_uris()
-        if not files:
-            return
         filesystem = None
         if self.is_remote:
             filesystem, _ = pafs.FileSystem.from_uri(self.root)
             files = [pafs.FileSystem.from_uri(f)[1] for f in files]
-        dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
-        # Default readahead keeps ~4 files x 16 batches in flight (4-5 GB on long
-        # texts); one file and a few batches keep a full scan under 1 GB.
-        batches = dataset.to_batches(
-            columns=schema.names, batch_size=batch_rows, batch_readahead=4, fragment_readahead=1
-        )
-        for batch in batches:
-            yield batch.cast(schema)
+        return _scan(files, schema, filesystem, batch_rows)
 
     def content_hash(self, name: str, version: int | None = None) -> str:
         """A digest of a version's content, independent of row order and file layout."""
@@ -392,6 +388,21 @@ class Store:
 
 def _commit_properties(lineage: Lineage) -> CommitProperties:
     return CommitProperties(custom_metadata={LINEAGE_KEY: lineage.to_json()})
+
+
+def _scan(
+    files: list[str], schema: pa.Schema, filesystem: Any, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    if not files:
+        return
+    dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
+    # Default readahead keeps ~4 files x 16 batches in flight (4-5 GB on long
+    # texts); one file and a few batches keep a full scan under 1 GB.
+    batches = dataset.to_batches(
+        columns=schema.names, batch_size=batch_rows, batch_readahead=4, fragment_readahead=1
+    )
+    for batch in batches:
+        yield batch.cast(schema)
 
 
 def _batches(data: Data, schema: pa.Schema, name: str) -> Iterator[pa.RecordBatch]:

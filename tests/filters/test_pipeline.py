@@ -211,12 +211,16 @@ def test_lineage_parents_are_the_exact_input_versions(store: Store, tmp_path: Pa
     assert "late" not in set(store.read("sft-candidates").get_column("sample_id"))
 
 
+@pytest.mark.parametrize("parallel", [True, False])
 def test_a_failed_candidates_write_leaves_both_outputs_as_they_were(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool
 ) -> None:
     # A first run lands version 0 of both outputs; a second run whose
     # candidates commit fails must not commit a mixture naming it.
-    first = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=3)
+    execution = ExecutionConfig(executor="local", batch_rows=16, parallel_writes=parallel)
+    first = run_filter_pipeline(
+        store, config(tmp_path, execution=execution), Lineage(writer="test"), seed=3
+    )
     before = store.content_hash("sft-mixture")
     real_commit = Store.commit
 
@@ -227,13 +231,17 @@ def test_a_failed_candidates_write_leaves_both_outputs_as_they_were(
 
     monkeypatch.setattr(Store, "commit", failing)
     with pytest.raises(OSError, match="disk full"):
-        run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=4)
+        run_filter_pipeline(
+            store, config(tmp_path, execution=execution), Lineage(writer="test"), seed=4
+        )
     monkeypatch.undo()
     assert store.latest_version("sft-candidates") == first.candidates.version == 0
     assert store.latest_version("sft-mixture") == first.mixture.version == 0
     assert store.content_hash("sft-mixture") == before
     # A rerun finishes the work: both outputs move on together.
-    again = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"), seed=4)
+    again = run_filter_pipeline(
+        store, config(tmp_path, execution=execution), Lineage(writer="test"), seed=4
+    )
     assert (again.candidates.version, again.mixture.version) == (1, 1)
     parents = store.history("sft-mixture")[0].lineage
     assert parents is not None and parents.parents[-1] == again.candidates
