@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow check bench bench-quick clean
+.PHONY: setup demo test test-slow test-ray check bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,13 @@ demo: setup
 	$(VENV)/bin/r1f demo
 
 test: setup
-	$(PY) -m pytest -m "not slow and not gpu and not vllm" -n 2
+	$(PY) -m pytest -m "not slow and not gpu and not vllm and not ray" -n 2
+
+# Ray is an optional extra (several hundred MB); this installs its core and
+# runs the filter steps on a local Ray cluster (loopback only).
+test-ray: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check "ray==2.60.0"
+	$(PY) -m pytest -m ray
 
 test-slow: setup
 	$(PY) -m pytest -m "slow"

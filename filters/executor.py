@@ -115,7 +115,10 @@ def _map_process(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
 def _map_ray(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     ray = _import_ray()
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        # A local cluster when none is configured (RAY_ADDRESS joins one); no
+        # usage report leaves the machine and no dashboard is started.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     remote = ray.remote(_call)
     fn_ref = ray.put(fn)  # shipped once, not with every task
     window: deque[Any] = deque()

@@ -315,3 +315,13 @@ def test_sharded_run_in_a_process_pool_matches_local(tmp_path: Path) -> None:
         ShardSpec("../escape", ())
     with pytest.raises(ValueError, match="unique"):
         run_sharded([shards[0], shards[0]], STEP, tmp_path / "dupes")
+
+
+@pytest.mark.ray
+def test_ray_executor_gives_what_local_gives() -> None:
+    pytest.importorskip("ray", reason="the ray tests need `make test-ray`")
+    batches = mixed_batches()
+    local, local_stats = run_batches(batches, STEP, executor="local")
+    on_ray, ray_stats = run_batches(batches, STEP, executor="ray", workers=2)
+    assert pa.Table.from_batches(local).equals(pa.Table.from_batches(on_ray))
+    assert local_stats.dropped == ray_stats.dropped

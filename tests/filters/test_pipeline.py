@@ -322,6 +322,21 @@ def test_process_executor_and_routing_decide_as_local_does(store: Store, tmp_pat
     assert routing.tallies["track:non_reasoning"] + routing.tallies["track:reasoning"] == again.rows
 
 
+@pytest.mark.ray
+def test_ray_executor_decides_as_local_does(store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray tests need `make test-ray`")
+    run_filter_pipeline(store, config(tmp_path, routing=True), Lineage(writer="test"), seed=1)
+    first = store.read("sft-candidates").select("sample_id", "kept", "filter_reason", "track")
+    mix_hash = store.content_hash("sft-mixture")
+    on_ray = config(
+        tmp_path, routing=True, execution=ExecutionConfig(executor="ray", workers=2, batch_rows=16)
+    )
+    run_filter_pipeline(store, on_ray, Lineage(writer="test"), seed=1)
+    second = store.read("sft-candidates").select("sample_id", "kept", "filter_reason", "track")
+    assert first.sort("sample_id").equals(second.sort("sample_id"))
+    assert store.content_hash("sft-mixture") == mix_hash
+
+
 def test_a_short_mixture_says_so(store: Store, tmp_path: Path) -> None:
     cfg = config(tmp_path, mixture=MixtureConfig(tracks={"reasoning": TrackSpec(1000)}))
     report = run_filter_pipeline(store, cfg, Lineage(writer="test"))

@@ -3,7 +3,7 @@
 
 The rejection filters read every character of every candidate; at R1's
 scale (a million samples of about 6 KB) the Python versions of these two
-rules cost about 4 ms and 0.25 ms per sample. These numba kernels give the
+rules cost about 2-9 ms and 0.25 ms per sample. These numba kernels give the
 same numbers in one pass:
 
 - `consistency_kernel`: `consistency._word_by_word_consistency` over the
