@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +368,72 @@ def test_errors_name_the_problem(store: Store, tmp_path: Path) -> None:
         run_filter_pipeline(store, twice, Lineage(writer="test"))
     with pytest.raises(ValueError, match="also an input"):
         config(tmp_path, outputs=OutputsConfig(candidates="cands"))
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import pickle, sys, time
+    from pathlib import Path
+    from filters import pipeline
+    from store.lineage import Lineage
+    from store.store import Store
+
+    root, cfg_path, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    real_write = pipeline._Run.write
+
+    def write(self, name, lineage, copies, total, *, before_commit=None):
+        def stall():
+            if before_commit is not None:
+                before_commit()
+            marker.write_text(name)  # the parent kills us from here on
+            time.sleep(600)
+        hook = stall if name == "sft-mixture" else before_commit
+        return real_write(self, name, lineage, copies, total, before_commit=hook)
+
+    pipeline._Run.write = write
+    cfg = pickle.loads(Path(cfg_path).read_bytes())
+    pipeline.run_filter_pipeline(Store(root), cfg, Lineage(writer="doomed"), seed=3)
+    print("finished, which the test must prevent")
+    """
+)
+
+
+def test_a_run_killed_before_its_mixture_commit_is_finished_by_a_rerun(
+    store: Store, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path)
+    first = run_filter_pipeline(store, cfg, Lineage(writer="test"), seed=3)
+    mixture_hash = store.content_hash("sft-mixture")
+    cfg_path, marker = tmp_path / "cfg.pickle", tmp_path / "marker"
+    cfg_path.write_bytes(pickle.dumps(cfg))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(store.root), str(cfg_path), str(marker)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert time.monotonic() < deadline, "the child never reached the mixture commit"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL and b"finished" not in out
+
+    # The candidates commit landed; the mixture's never started: its last
+    # version is the first run's, unchanged.
+    reopened = Store(store.root)
+    assert reopened.latest_version("sft-candidates") == 1
+    assert reopened.latest_version("sft-mixture") == first.mixture.version == 0
+    assert reopened.content_hash("sft-mixture") == mixture_hash
+    # A rerun finishes the work: a new version of each, the same mixture
+    # content (same inputs, same seed), lineage naming the new candidates.
+    again = run_filter_pipeline(reopened, cfg, Lineage(writer="test"), seed=3)
+    assert (again.candidates.version, again.mixture.version) == (2, 1)
+    assert reopened.content_hash("sft-mixture") == mixture_hash
+    commit = reopened.history("sft-mixture")[0].lineage
+    assert commit is not None and commit.parents[-1] == TableRef("sft-candidates", 2)
+    ids = reopened.read("sft-mixture", columns=["sample_id"]).get_column("sample_id")
+    assert ids.n_unique() == ids.len() == again.mixture_rows
