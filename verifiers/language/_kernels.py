@@ -9,8 +9,8 @@ same numbers in one pass:
 - `consistency_kernel`: `consistency._word_by_word_consistency` over the
   code points of any text, with class and lower-case tables the caller
   fills as it meets new characters;
-- `ngram_repeats_ascii`: `readability.ngram_repeats` over an ASCII text's
-  bytes (other text keeps the Python path).
+- `ngram_repeats_kernel`: `readability.ngram_repeats` over the code points
+  of any text, with a token-class table the caller fills likewise.
 
 Tests pin each kernel to its Python definition on fuzzed input. Words are
 compared by a 64-bit FNV-1a hash of their lower-cased code points: a wrong
@@ -28,33 +28,38 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True, nogil=True)
-def _word_byte(c: np.uint8) -> bool:
-    """Whether byte `c` is one of [A-Za-z0-9_]."""
-    return bool((c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 95)
+# Code point classes for `ngram_repeats_kernel`, mirroring `readability._TOKEN`:
+# a CJK character is a token of its own, other word characters run on.
+TOKEN_UNKNOWN, TOKEN_SEPARATOR, TOKEN_WORD, TOKEN_SINGLE = 255, 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _lower(c: np.uint8) -> np.uint64:
-    return np.uint64(c + 32) if c >= 65 and c <= 90 else np.uint64(c)
+def ngram_repeats_kernel(text: np.ndarray, classes: np.ndarray, n: int) -> tuple[int, int]:
+    """`(n-grams, repeated n-grams)` of lower-cased text given as code points.
 
-
-@njit(cache=True, nogil=True)
-def ngram_repeats_ascii(text: np.ndarray, n: int) -> tuple[int, int]:
-    """`(n-grams, repeated n-grams)` over the runs of [A-Za-z0-9_], case folded."""
-    hashes = np.empty(len(text) // 2 + 1, np.uint64)
+    `classes[cp]` is TOKEN_WORD, TOKEN_SINGLE or TOKEN_SEPARATOR; an
+    unclassified code point returns (-1, -1) so the caller can classify it.
+    """
+    hashes = np.empty(len(text) + 1, np.uint64)
     count = 0
     h = _FNV_OFFSET
     inside = False
-    for c in text:
-        if _word_byte(c):
-            h = (h ^ _lower(c)) * _FNV_PRIME
+    for cp in text:
+        c = classes[cp]
+        if c == TOKEN_UNKNOWN:
+            return -1, -1
+        if c == TOKEN_WORD:
+            h = (h ^ np.uint64(cp)) * _FNV_PRIME
             inside = True
-        elif inside:
+            continue
+        if inside:
             hashes[count] = h
             count += 1
             h = _FNV_OFFSET
             inside = False
+        if c == TOKEN_SINGLE:
+            hashes[count] = (_FNV_OFFSET ^ np.uint64(cp)) * _FNV_PRIME
+            count += 1
     if inside:
         hashes[count] = h
         count += 1

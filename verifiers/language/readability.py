@@ -34,7 +34,13 @@ import re
 import numpy as np
 
 from verifiers.format import check_r1_format
-from verifiers.language._kernels import ngram_repeats_ascii
+from verifiers.language._kernels import (
+    TOKEN_SEPARATOR,
+    TOKEN_SINGLE,
+    TOKEN_UNKNOWN,
+    TOKEN_WORD,
+    ngram_repeats_kernel,
+)
 from verifiers.language.consistency import detect_mixed_language
 
 OVERLONG_PARAGRAPH = "overlong_paragraph"
@@ -72,6 +78,7 @@ _CODE_LINE_ANYWHERE = re.compile(
 # A Han or kana character is a token of its own; other word characters run on.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
 
 
 def _has_fence(text: str) -> bool:
@@ -128,12 +135,39 @@ def repetition_score(text: str, n: int = 4) -> float:
 
 
 def ngram_repeats(text: str, n: int = 4) -> tuple[int, int]:
-    """`(n-grams, n-grams that repeat an earlier one)` over `text`'s lower-cased words."""
+    """`(n-grams, n-grams that repeat an earlier one)` over `text`'s lower-cased words.
+
+    Words are `_TOKEN`'s: a CJK character alone, else a run of word
+    characters. Counted in one compiled pass (`_kernels.ngram_repeats_kernel`);
+    `_tokens_ngram_repeats` is the same count from the regex, for tests.
+    """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    if text.isascii():
-        grams, repeats = ngram_repeats_ascii(np.frombuffer(text.encode("ascii"), np.uint8), n)
-        return int(grams), int(repeats)
+    lowered = text.lower()
+    points = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), np.uint32)
+    grams, repeats = ngram_repeats_kernel(points, _TOKEN_CLASSES, n)
+    if grams < 0:  # characters the table has not seen: classify them, then count
+        _learn_tokens(set(lowered))
+        grams, repeats = ngram_repeats_kernel(points, _TOKEN_CLASSES, n)
+    return int(grams), int(repeats)
+
+
+# What each code point is to `_TOKEN`, learned as characters arrive.
+_TOKEN_CLASSES = np.full(0x110000, TOKEN_UNKNOWN, np.uint8)
+
+
+def _learn_tokens(chars: set[str]) -> None:
+    for ch in chars:
+        if _TOKEN.fullmatch(ch) is None:
+            _TOKEN_CLASSES[ord(ch)] = TOKEN_SEPARATOR
+        elif _CJK_CHAR.fullmatch(ch):
+            _TOKEN_CLASSES[ord(ch)] = TOKEN_SINGLE
+        else:
+            _TOKEN_CLASSES[ord(ch)] = TOKEN_WORD
+
+
+def _tokens_ngram_repeats(text: str, n: int) -> tuple[int, int]:
+    """`ngram_repeats` from the regex tokens (the definition; slower)."""
     tokens = _TOKEN.findall(text.lower())
     grams = len(tokens) - n + 1
     if grams <= 0:

@@ -82,7 +82,8 @@ def reference_ngram_repeats(text: str, n: int) -> tuple[int, int]:
 @pytest.mark.parametrize("n", [1, 2, 4, 7])
 def test_compiled_ngram_repeats_equal_the_definition(n: int) -> None:
     rng = random.Random(n)
-    pieces = ["a", "B", "ab", "Ab", "x_1", "42", " ", "\n", ".", "-", "__", "AB", "the cat", "é"]
+    pieces = ["a", "B", "ab", "Ab", "x_1", "42", " ", "\n", ".", "-", "__", "AB", "the cat", "é",
+              "中", "文字", "İ", "ß", "Σσ", "²", "٣", "e\u0301", "ᚠ", "\ud800", "\u3000"]  # fmt: skip
     for _ in range(2000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 80)))
         assert ngram_repeats(text, n) == reference_ngram_repeats(text, n), text
