@@ -70,7 +70,7 @@ class Stopwatch:
         self.cpu_seconds = time.process_time() - self.cpu_start
 
 
-def _busy_cpu_seconds() -> float:
+def busy_cpu_seconds() -> float:
     """CPU seconds the whole machine has spent busy since boot (all processes)."""
     t = psutil.cpu_times()
     return (
@@ -128,7 +128,7 @@ def run_child(
     runaway step fails the benchmark instead of taking the machine down.
     """
     result_path.unlink(missing_ok=True)
-    busy0, children0, own0 = _busy_cpu_seconds(), _children_cpu_seconds(), _own_cpu_seconds()
+    busy0, children0, own0 = busy_cpu_seconds(), _children_cpu_seconds(), _own_cpu_seconds()
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv))
     ps = psutil.Process(proc.pid)
@@ -149,7 +149,7 @@ def run_child(
         time.sleep(poll_s)
     wall = time.perf_counter() - started
     ours = (_children_cpu_seconds() - children0) + (_own_cpu_seconds() - own0)
-    others = max(0.0, _busy_cpu_seconds() - busy0 - ours)
+    others = max(0.0, busy_cpu_seconds() - busy0 - ours)
     outcome = StepOutcome(
         name=name,
         ok=False,

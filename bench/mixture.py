@@ -64,6 +64,7 @@ if str(ROOT) not in sys.path:
 from bench._common import (  # noqa: E402
     GB,
     StepOutcome,
+    busy_cpu_seconds,
     emit_json,
     print_table,
     rounded,
@@ -476,17 +477,6 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _busy_seconds() -> float:
-    t = psutil.cpu_times()
-    return (
-        t.user
-        + t.system
-        + getattr(t, "nice", 0.0)
-        + getattr(t, "irq", 0.0)
-        + getattr(t, "softirq", 0.0)
-    )
-
-
 @dataclasses.dataclass
 class StageFigures:
     name: str
@@ -572,7 +562,7 @@ class Meter:
             return
         wall = time.perf_counter() - self.started
         cpu = self._cpu_total() - self.cpu0
-        others = max(0.0, _busy_seconds() - self.busy0 - cpu)
+        others = max(0.0, busy_cpu_seconds() - self.busy0 - cpu)
         stage.wall_s = wall
         stage.cpu_s = cpu
         stage.main_peak_gb = _vm_hwm() / GB
@@ -588,7 +578,7 @@ class Meter:
         with self.lock:
             self.tree_peak = 0
         self.current = StageFigures(name)
-        self.busy0 = _busy_seconds()
+        self.busy0 = busy_cpu_seconds()
         self.cpu0 = self._cpu_total()
         self.started = time.perf_counter()
         print(f"  [{time.strftime('%H:%M:%S')}] {name} ...", flush=True)

@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 
 POOL_COLUMNS = ("sample_id", "track", "domain", "source")
 COPY_SEPARATOR = "~"
-# Group placeholder for a domain the spec names but the pool does not hold.
+# The source label of a domain the spec names but the pool does not hold.
 ABSENT_SOURCE = "(none in pool)"
 
 
@@ -341,7 +341,7 @@ def _plan_track(
 
     def source_shares(sources: Mapping[str, int]) -> dict[str, float]:
         if sum(sources.values()) == 0:
-            # Only a placeholder: it keeps the domain's whole share, so the
+            # An empty domain keeps its whole share on the absent label, so the
             # report shows what the missing domain was meant to give.
             return {s: 1.0 / len(sources) for s in sources}
         if not spec.source_weights:

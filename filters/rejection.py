@@ -197,7 +197,7 @@ class Repetition(Filter):
     """Drop completions that loop: more than `max_share` of their word n-grams repeat earlier ones.
 
     Looping is how RL checkpoints fail when they run out of ideas, and it
-    survives the format check. The score is `verifiers.language.repetition_score`'s share
+    survives the format check. The share comes from `verifiers.language.ngram_repeats`
     on the whole completion (a looping answer is as bad as a looping CoT).
     Texts with fewer than `min_ngrams` n-grams are not judged: in a short text
     one repeated phrase is a large share without being a loop.

@@ -77,6 +77,12 @@ def ngram_repeats_kernel(text: np.ndarray, classes: np.ndarray, n: int) -> tuple
 
 
 @njit(cache=True, nogil=True)
+def _home(h: np.uint64, mask: np.uint64) -> np.uint64:
+    """The first slot an open-addressing table of size `mask + 1` tries for hash `h`."""
+    return ((h * _MIX) >> np.uint64(32)) & mask
+
+
+@njit(cache=True, nogil=True)
 def _distinct(keys: np.ndarray) -> int:
     """How many distinct values `keys` holds: an open-addressing set, linear in its size.
 
@@ -90,7 +96,7 @@ def _distinct(keys: np.ndarray) -> int:
     used = np.zeros(size, np.bool_)
     distinct = 0
     for key in keys:
-        at = ((key * _MIX) >> np.uint64(32)) & mask
+        at = _home(key, mask)
         while used[at] and slots[at] != key:
             at = (at + np.uint64(1)) & mask
         if not used[at]:
@@ -111,17 +117,14 @@ def lookup_table(meaning: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         size *= 2
     keys = np.zeros(size, np.uint64)
     values = np.zeros(size, np.int8)
+    mask = np.uint64(size - 1)
     for token, value in meaning.items():
         h = np.uint64(fnv1a(token))
-        at = _slot(h, size)
+        at = _home(h, mask)
         while keys[at] and keys[at] != h:
-            at = (at + 1) % size
+            at = (at + np.uint64(1)) & mask
         keys[at], values[at] = h, value
     return keys, values
-
-
-def _slot(h: np.uint64, size: int) -> int:
-    return int((int(h) * int(_MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % size
 
 
 # Code point classes for `consistency_kernel`; scripts from LATIN on are letters.
@@ -145,7 +148,7 @@ def fnv1a(word: str) -> int:
 def _find(keys: np.ndarray, values: np.ndarray, h: np.uint64) -> int:
     """The value stored for hash `h` in a `lookup_table`, or -2 when absent."""
     mask = np.uint64(len(keys) - 1)
-    at = ((h * _MIX) >> np.uint64(32)) & mask
+    at = _home(h, mask)
     while keys[at] != 0:
         if keys[at] == h:
             return int(values[at])

@@ -139,7 +139,7 @@ def ngram_repeats(text: str, n: int = 4) -> tuple[int, int]:
 
     Words are `_TOKEN`'s: a CJK character alone, else a run of word
     characters. Counted in one compiled pass (`_kernels.ngram_repeats_kernel`);
-    `_tokens_ngram_repeats` is the same count from the regex, for tests.
+    tests pin it to a count over `_TOKEN.findall`.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -164,38 +164,6 @@ def _learn_tokens(chars: set[str]) -> None:
             _TOKEN_CLASSES[ord(ch)] = TOKEN_SINGLE
         else:
             _TOKEN_CLASSES[ord(ch)] = TOKEN_WORD
-
-
-def _tokens_ngram_repeats(text: str, n: int) -> tuple[int, int]:
-    """`ngram_repeats` from the regex tokens (the definition; slower)."""
-    tokens = _TOKEN.findall(text.lower())
-    grams = len(tokens) - n + 1
-    if grams <= 0:
-        return 0, 0
-    hashes = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
-    return grams, grams - _distinct_ngrams(hashes, n)
-
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _distinct_ngrams(hashes: np.ndarray, n: int) -> int:
-    """How many distinct n-grams a text has, compared by a 64-bit hash of each n-gram.
-
-    Sorting an array of n-gram hashes is faster than a set of tuples of
-    strings; a spurious repeat needs two different n-grams of one text to
-    collide in 64 bits (odds about 1e-10 for a 64 KB text).
-    """
-    grams = len(hashes) - n + 1
-    key = hashes[:grams].copy()
-    for i in range(1, n):
-        # Multiply, then xor in the next token rotated by its place: order matters.
-        part = hashes[i : i + grams]
-        r = i % 63 + 1
-        rotated = (part << np.uint64(r)) | (part >> np.uint64(64 - r))
-        key = (key * _MIX) ^ rotated
-    key.sort()
-    return 1 + int(np.count_nonzero(key[1:] != key[:-1]))
 
 
 def readability_issues(
