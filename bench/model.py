@@ -102,7 +102,7 @@ def train(ckpt: Path, out: Path, steps: int, seq_len: int, batch: int) -> dict[s
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        update_router_bias(model, args.bias_update_speed)
+        update_router_bias(model, output.expert_load, args.bias_update_speed)
         losses.append(main.item())
     seconds = time.perf_counter() - began
     model.eval()

@@ -1,6 +1,12 @@
 """DeepSeek-V3 (MLA, DeepSeekMoE, MTP) in plain PyTorch; see README.md next to this file."""
 
-from trainer.model.balance import expert_load, max_load_violation, update_router_bias
+from trainer.model.balance import (
+    add_expert_load,
+    max_load_violation,
+    routers,
+    update_gate_bias,
+    update_router_bias,
+)
 from trainer.model.losses import lm_loss, mtp_depth_losses, mtp_loss
 from trainer.model.model import (
     MLA,
@@ -37,14 +43,16 @@ __all__ = [
     "ModelOutput",
     "RMSNorm",
     "Transformer",
+    "add_expert_load",
     "count_parameters",
     "debug",
-    "expert_load",
     "lm_loss",
     "max_load_violation",
     "mtp_depth_losses",
     "mtp_loss",
+    "routers",
     "tiny",
+    "update_gate_bias",
     "update_router_bias",
     "v2_236b",
     "v2_lite_16b",

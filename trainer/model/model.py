@@ -545,9 +545,9 @@ class Gate(nn.Module):
     """Chooses `n_activated_experts` experts per token and their gating weights.
 
     The bias only shifts which experts are chosen; the weights come from the unbiased scores,
-    so balancing never distorts what the chosen experts contribute. Training-mode forwards add
-    their per-expert token counts into `tokens_per_expert`, which `balance.update_router_bias`
-    consumes between optimiser steps.
+    so balancing never distorts what the chosen experts contribute. The gate keeps no counters:
+    the load a forward produced is returned with its output (`ModelOutput.expert_load`), so a
+    forward that is recomputed (activation checkpointing) or run for sampling counts nothing.
     """
 
     def __init__(self, args: ModelArgs) -> None:
@@ -560,17 +560,11 @@ class Gate(nn.Module):
         self.route_scale = args.route_scale
         self.weight = nn.Parameter(torch.empty(args.n_routed_experts, args.dim))
         self.bias: Tensor | None
-        self.tokens_per_expert: Tensor
         if args.router_bias:
             # A buffer, not a parameter: it is moved by the balancing rule, never by gradients.
             self.register_buffer("bias", torch.zeros(args.n_routed_experts))
         else:
             self.bias = None
-        self.register_buffer(
-            "tokens_per_expert",
-            torch.zeros(args.n_routed_experts, dtype=torch.long),
-            persistent=False,
-        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: (N, dim) -> weights (N, k), expert indices (N, k), all scores (N, E) in fp32."""
@@ -593,11 +587,6 @@ class Gate(nn.Module):
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights * self.route_scale
-        if self.training:
-            with torch.no_grad():
-                self.tokens_per_expert += torch.bincount(
-                    indices.flatten(), minlength=self.tokens_per_expert.numel()
-                )
         return weights, indices, scores
 
 
@@ -638,8 +627,9 @@ class MoE(nn.Module):
         # The shared experts are one MLP as wide as all of them together.
         self.shared_experts = MLP(args.dim, args.n_shared_experts * args.moe_inter_dim)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, T, dim) -> (output (B, T, dim), sequence balance loss (scalar))."""
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (B, T, dim) -> (output (B, T, dim), sequence balance loss (scalar),
+        tokens routed to each expert (E,) long)."""
         B, T, D = x.shape
         flat = x.reshape(B * T, D)  # (N, dim)
         weights, indices, scores = self.gate(flat)  # (N, k), (N, k), (N, E)
@@ -650,10 +640,10 @@ class MoE(nn.Module):
         # back in pair order and summed over k: no scatter-add, which is slow on the CPU and
         # nondeterministic on the GPU.
         order = indices.flatten().argsort()  # (N*k,)
-        counts = torch.bincount(indices.flatten(), minlength=len(self.experts)).tolist()
+        load = torch.bincount(indices.flatten(), minlength=len(self.experts))  # (E,)
         outputs = [
             expert(flat[pairs // k])  # (n_e, dim)
-            for expert, pairs in zip(self.experts, order.split(counts), strict=True)
+            for expert, pairs in zip(self.experts, order.split(load.tolist()), strict=True)
             if pairs.numel() > 0
         ]
         per_pair = torch.empty(B * T * k, D, dtype=x.dtype, device=x.device)
@@ -664,7 +654,7 @@ class MoE(nn.Module):
         aux = x.new_zeros(())
         if self.training and self.seq_aux_alpha > 0:
             aux = sequence_balance_loss(scores, indices, B, self.seq_aux_alpha)
-        return y.view(B, T, D), aux  # (B, T, dim)
+        return y.view(B, T, D), aux, load  # (B, T, dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -692,16 +682,17 @@ class Block(nn.Module):
         start_pos: int,
         cache: KVCache | None,
         absorb: bool,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """-> (x, sequence balance loss, expert load (E,) or None for a dense layer)."""
         x = x + self.attn(
             self.attn_norm(x), rope, mask, start_pos=start_pos, cache=cache, absorb=absorb
         )
         h = self.ffn_norm(x)
         if isinstance(self.ffn, MoE):
-            out, aux = self.ffn(h)
+            out, aux, load = self.ffn(h)
         else:
-            out, aux = self.ffn(h), x.new_zeros(())
-        return x + out, aux
+            out, aux, load = self.ffn(h), x.new_zeros(()), None
+        return x + out, aux, load
 
 
 # ----------------------------------------------------------------------------------------------
@@ -734,11 +725,12 @@ class MTPModule(nn.Module):
         start_pos: int,
         cache: KVCache | None,
         absorb: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """h_prev, emb_next: (B, T, dim) -> (h (B, T, dim), normed h for the head, aux)."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """h_prev, emb_next: (B, T, dim) -> (h (B, T, dim), normed h for the head, aux,
+        expert load)."""
         h = self.eh_proj(torch.cat([self.enorm(emb_next), self.hnorm(h_prev)], dim=-1))
-        h, aux = self.block(h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb)
-        return h, self.norm(h), aux
+        h, aux, load = self.block(h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb)
+        return h, self.norm(h), aux, load
 
 
 # ----------------------------------------------------------------------------------------------
@@ -753,6 +745,9 @@ class ModelOutput:
     # targets are `targets[:, d:]` when targets[:, i] is token i + 1.
     mtp_logits: list[Tensor] = field(default_factory=list)
     aux_loss: Tensor | None = None  # sequence-wise balance loss, already times alpha
+    # Tokens each MoE layer routed to each of its experts in this forward, keyed by layer id
+    # (blocks 0..n_layers-1, MTP module k at n_layers + k): what the router-bias update uses.
+    expert_load: dict[int, Tensor] = field(default_factory=dict)
 
 
 def attention_mask(
@@ -824,9 +819,14 @@ class Transformer(nn.Module):
         mask = attention_mask(T, start_pos, key_padding_mask, tokens.device)
         h = self.embed(tokens)  # (B, T, dim)
         aux = h.new_zeros(())
-        for layer in self.layers:
-            h, layer_aux = layer(h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb)
+        loads: dict[int, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            h, layer_aux, load = layer(
+                h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb
+            )
             aux = aux + layer_aux
+            if load is not None:
+                loads[i] = load
         h = self.norm(h)
         logits = self.head(h if keep_last is None else h[:, -keep_last:])  # (B, T', V)
 
@@ -840,12 +840,16 @@ class Transformer(nn.Module):
             for d in range(1, len(self.mtp) + 1):
                 # Depth d at position i sees h^{d-1}_i and the embedding of token i + d.
                 pad = None if key_padding_mask is None else key_padding_mask[:, : T - d]
-                h_k, logits_d, depth_aux = self.forward_mtp(
+                h_k, logits_d, depth_aux, load = self.forward_mtp(
                     h_k[:, :-1], tokens[:, d:], depth=d, key_padding_mask=pad
                 )
                 mtp_logits.append(logits_d)  # (B, T - d, V)
                 aux = aux + depth_aux
-        return ModelOutput(logits=logits, hidden=h, mtp_logits=mtp_logits, aux_loss=aux)
+                if load is not None:
+                    loads[self.args.n_layers + d - 1] = load
+        return ModelOutput(
+            logits=logits, hidden=h, mtp_logits=mtp_logits, aux_loss=aux, expert_load=loads
+        )
 
     def forward_mtp(
         self,
@@ -857,19 +861,20 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         key_padding_mask: Tensor | None = None,
         absorb: bool | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Run MTP module `depth` (1-based) on aligned inputs; for speculative decoding too.
 
         h_prev: (B, T, dim), the hidden states of depth - 1 (depth 1: ModelOutput.hidden);
         next_tokens: (B, T), for position i the token at i + depth. Positions are those of
-        h_prev (start_pos..). Returns (h (B, T, dim), logits (B, T, V), balance loss).
+        h_prev (start_pos..). Returns (h (B, T, dim), logits (B, T, V), balance loss,
+        expert load (E,) or None when the module's block is dense).
         """
         T = next_tokens.shape[1]
         if absorb is None:
             absorb = cache is not None and start_pos > 0
         rope = self.rotary(start_pos, T, next_tokens.device)
         mask = attention_mask(T, start_pos, key_padding_mask, next_tokens.device)
-        h, normed, aux = self.mtp[depth - 1](
+        h, normed, aux, load = self.mtp[depth - 1](
             h_prev,
             self.embed(next_tokens),
             rope,
@@ -878,7 +883,7 @@ class Transformer(nn.Module):
             cache=cache,
             absorb=absorb,
         )
-        return h, self.head(normed), aux
+        return h, self.head(normed), aux, load
 
 
 def count_parameters(args: ModelArgs, *, mtp: bool = False) -> tuple[int, int]:

@@ -104,7 +104,7 @@ def test_tiny_trains_in_bf16_on_gpu() -> None:
         opt.zero_grad(set_to_none=True)
         (main + args.mtp_lambda * mtp + out.aux_loss).backward()
         opt.step()
-        update_router_bias(model, args.bias_update_speed)
+        update_router_bias(model, out.expert_load, args.bias_update_speed)
     torch.cuda.synchronize()
     print(
         f"gpu bf16 tiny: 200 steps in {time.perf_counter() - began:.1f}s, "

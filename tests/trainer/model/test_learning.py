@@ -73,7 +73,8 @@ def train(steps: int, seed: int = 0) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        violations.append(max(update_router_bias(model, args.bias_update_speed).values()))
+        load = out.expert_load
+        violations.append(max(update_router_bias(model, load, args.bias_update_speed).values()))
     seconds = time.perf_counter() - began
     end_main, end_mtp = evaluate()
     result = {

@@ -37,11 +37,11 @@ def test_mtp_stepwise_with_cache_equals_training_pass() -> None:
         # Speculative-decoding style: the main model has seen tokens 0..i; depth 1 drafts
         # token i + 2 from the hidden state at i and the token at i + 1.
         h = model(tokens[:, :6], cache=cache).hidden
-        _, first, _ = model.forward_mtp(h[:, :5], tokens[:, 1:6], depth=1, cache=cache)
+        _, first, _, _ = model.forward_mtp(h[:, :5], tokens[:, 1:6], depth=1, cache=cache)
         steps = [first]
         for i in range(5, 11):
             h = model(tokens[:, i : i + 1], start_pos=i, cache=cache).hidden
-            _, logits, _ = model.forward_mtp(
+            _, logits, _, _ = model.forward_mtp(
                 h, tokens[:, i + 1 : i + 2], depth=1, start_pos=i, cache=cache
             )
             steps.append(logits)

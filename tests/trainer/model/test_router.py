@@ -7,7 +7,17 @@ import itertools
 import pytest
 import torch
 
-from trainer.model import Gate, MoE, debug, max_load_violation, update_router_bias
+from trainer.model import (
+    Gate,
+    MoE,
+    Transformer,
+    add_expert_load,
+    debug,
+    max_load_violation,
+    routers,
+    update_gate_bias,
+    update_router_bias,
+)
 from trainer.model.model import sequence_balance_loss
 
 
@@ -97,18 +107,48 @@ def test_balancing_reduces_max_load_violation_on_a_skewed_stream() -> None:
     # A skewed stream: every token leans the same way, so a few experts win nearly always.
     lean = torch.randn(args.dim) * 2
 
+    def load_of(indices: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(indices.flatten(), minlength=args.n_routed_experts)
+
     violations = []
     with torch.no_grad():
-        moe(torch.randn(4, 64, args.dim) + lean)  # the whole layer counts, as in training
-        violations.append(update_router_bias(moe, gamma=0.01)["gate"])
+        _, _, load = moe(torch.randn(4, 64, args.dim) + lean)  # the whole layer reports it
+        violations.append(update_gate_bias(gate, load, gamma=0.01))
         for _ in range(300):
-            gate(torch.randn(256, args.dim) + lean)  # the router alone decides the load
-            violations.append(update_router_bias(moe, gamma=0.01)["gate"])
+            _, indices, _ = gate(torch.randn(256, args.dim) + lean)  # the router decides
+            violations.append(update_gate_bias(gate, load_of(indices), gamma=0.01))
     first, last = violations[0], sum(violations[-20:]) / 20
     print(f"MaxVio on a skewed stream: {first:.2f} at the start, {last:.2f} after 300 updates")
     assert first > 1.0
     assert last < 0.3 * first
-    assert gate.tokens_per_expert.sum() == 0  # counts consumed by the update
+
+
+def test_load_is_returned_not_accumulated() -> None:
+    """A forward reports its own load and leaves no counter behind: running it twice (as
+    activation recomputation does) cannot count a token twice."""
+    torch.manual_seed(0)
+    args = debug()
+    model = Transformer(args).train()
+    tokens = torch.randint(0, args.vocab_size, (2, 12))
+    first = model(tokens, mtp=True).expert_load
+    second = model(tokens, mtp=True).expert_load
+    assert sorted(first) == sorted(routers(model)) == [1, 2, 3, 4]  # 2 MoE blocks + 2 MTP
+    for layer, counts in first.items():
+        assert torch.equal(counts, second[layer])
+        tokens_seen = 2 * (12 - max(0, layer - args.n_layers + 1))
+        assert int(counts.sum()) == tokens_seen * args.n_activated_experts
+    total = add_expert_load(add_expert_load({}, first), second)
+    assert torch.equal(total[1], 2 * first[1])
+    before = {k: g.bias.clone() for k, g in routers(model).items() if g.bias is not None}
+    violations = update_router_bias(model, total, gamma=0.5)
+    assert sorted(violations) == [1, 2, 3, 4]
+    for layer, gate in routers(model).items():
+        assert gate.bias is not None
+        moved = gate.bias - before[layer]
+        expected = 0.5 * (total[layer].float().mean() - total[layer].float()).sign()
+        assert torch.equal(moved, expected)
+    with pytest.raises(KeyError, match="layer 0"):
+        update_router_bias(model, {0: total[1]}, gamma=0.1)
 
 
 def test_max_load_violation() -> None:
