@@ -1,0 +1,415 @@
+"""FP8 benchmark: the promotion ablation, FP8 against FP32 training, and GEMM speed on a GPU.
+
+    python bench/fp8.py           # K = 4096, 8192, 16384; two 300-step training runs
+    python bench/fp8.py --quick   # K = 4096 only, smaller GEMMs, two 30-step runs
+
+1. Promotion ablation (CPU, the exact emulation). A = (M, K), B = (N, K) quantised as the
+   recipe quantises a linear layer (1x128 tiles, 128x128 blocks), multiplied three ways:
+   FP32 promotion every 128 of K with exact in-chunk sums (the emulation the layers use);
+   our 14-bit model of the H800 Tensor Core accumulator, promoted every 128 (what an H800
+   does under V3's recipe); the same accumulator over the whole K, never promoted. Errors
+   are relative Frobenius errors against the fp32 anchor (torch.matmul of the unquantised
+   inputs), and, for the accumulation alone, against the fp64 product of the dequantised
+   operands. Two input kinds: standard normal (quantisation error dominates) and uniform
+   [0, 1) (positive, so every sum grows with K, as long dot products of positive
+   activations do).
+2. FP8 against FP32 training on the same run and seed: `tiny` widened so that every
+   linear layer is at least 128 wide (dim 128, q/kv latents 128, experts 128 wide, dense
+   MLP 384), trained on the toy corpus (worked solutions of every family, tokenised by a
+   1024-token BPE trained here) with AdamW, warm-up + cosine, clipping, MTP and router-bias
+   updates. The loop is a minimal TEMPORARY one (`train_run`) until the project's training
+   loop lands; both runs share it, the data order and the initial weights. Writes the two
+   curves to docs/fp8-loss.png (full run) and the per-step losses to work/bench/fp8/.
+3. GPU only (skipped without an SM 9.0 device): cuBLAS block-scaled FP8 against the
+   emulation on fresh inputs with outlier channels, and TFLOP/s of the FP8 GEMM against
+   bf16 torch.matmul at the DeepSeek-V3 shape M=4096, N=7168, K=16384.
+
+One torch thread throughout (the machine has 2 shared cores). The last line is one JSON
+object: `ratio` is the headline, how many times smaller the GEMM error against the fp32
+anchor is with promotion than without, at the largest K on positive inputs (higher is
+better); `fp8_loss_rel_err` is |final FP8 loss - final FP32 loss| / final FP32 loss on the
+held-out windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench._common import emit_json, print_table, rounded
+
+WORK = Path("work/bench/fp8")
+PLOT = Path("docs/fp8-loss.png")
+
+ACCUMULATIONS: dict[str, dict[str, Any]] = {
+    "fp32_promoted": {},
+    "h800_promoted": {"accumulator_bits": 14},
+    "h800_unpromoted": {"promotion": False, "accumulator_bits": 14},
+}
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return float((got - want).norm() / want.norm())
+
+
+def ablation(ks: list[int], m: int, n: int) -> list[dict[str, Any]]:
+    from trainer.fp8 import (
+        dequantize_blocks,
+        dequantize_tiles,
+        expand_block_scale,
+        quantize_blocks,
+        quantize_tiles,
+        scaled_matmul_emulated,
+    )
+
+    rows = []
+    for inputs in ("uniform", "normal"):
+        for k in ks:
+            gen = torch.Generator().manual_seed(k)
+            draw = torch.rand if inputs == "uniform" else torch.randn
+            a, b = draw(m, k, generator=gen), draw(n, k, generator=gen)
+            anchor = a @ b.T  # the fp32 GEMM
+            a_q, a_s = quantize_tiles(a)
+            b_q, b_s = quantize_blocks(b)
+            dequantised = (
+                dequantize_tiles(a_q, a_s).double() @ dequantize_blocks(b_q, b_s).double().T
+            )
+            row: dict[str, Any] = {"inputs": inputs, "k": k}
+            for name, kwargs in ACCUMULATIONS.items():
+                began = time.perf_counter()
+                out = scaled_matmul_emulated(a_q, a_s, b_q, expand_block_scale(b_s, n), **kwargs)
+                row[f"{name}_s"] = rounded(time.perf_counter() - began, 2)
+                row[f"{name}_vs_fp32"] = float(f"{rel_err(out, anchor):.3e}")
+                row[f"{name}_accum"] = float(f"{rel_err(out, dequantised):.3e}")
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: FP8 against FP32, same seed, same data
+
+
+def model_args(vocab_size: int) -> Any:
+    from trainer.model import tiny
+
+    # Every linear layer at least 128 wide, so 128x128 weight blocks are real blocks:
+    # wq_a, wkv_a (128 + 16 rope: a ragged block, as V3's 512 + 64 is), wkv_b 256, wo 128,
+    # experts and the shared expert 128, the dense MLP 384, eh_proj 256 -> 128.
+    return tiny(
+        vocab_size=vocab_size,
+        dim=128,
+        inter_dim=384,
+        q_lora_rank=128,
+        kv_lora_rank=128,
+        moe_inter_dim=128,
+        max_seq_len=256,
+    )
+
+
+def token_stream() -> tuple[torch.Tensor, int]:
+    """The toy corpus (every family's worked solutions and prompts) as one token stream."""
+    from flows.toy import toy_corpus
+    from trainer.tokenizer import R1Tokenizer, train_tokenizer
+
+    texts = toy_corpus()
+    tok = R1Tokenizer(train_tokenizer(texts, vocab_size=1024))
+    stream: list[int] = []
+    for text in texts:
+        stream += [*tok.encode(text), tok.eos_id]
+    return torch.tensor(stream), tok.vocab_size
+
+
+def train_run(
+    data: torch.Tensor,
+    held_out: torch.Tensor,
+    vocab_size: int,
+    *,
+    fp8: bool,
+    steps: int,
+    batch: int,
+    seq_len: int,
+    seed: int,
+) -> dict[str, Any]:
+    """TEMPORARY minimal training loop (until the project's loop lands on main): AdamW,
+    warm-up + cosine, clipping at 1.0, MTP loss, router-bias updates. Same seed, same
+    initial weights and same batches whether `fp8` or not."""
+    from trainer.fp8 import Float8Recipe, convert_to_fp8
+    from trainer.model import Transformer, lm_loss, mtp_loss, update_router_bias
+
+    args = model_args(vocab_size)
+    torch.manual_seed(seed)
+    model = Transformer(args)
+    if fp8:
+        convert_to_fp8(model, Float8Recipe.named("deepseek_v3"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = max(1, steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    began = time.perf_counter()
+    for _ in range(steps):
+        starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=gen)
+        window = torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])
+        inputs, targets = window[:, :-1], window[:, 1:]
+        out = model(inputs, mtp=True)
+        assert out.aux_loss is not None
+        main = lm_loss(out.logits, targets)
+        loss = main + mtp_loss(out.mtp_logits, targets, args.mtp_lambda) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        update_router_bias(model, out.expert_load, args.bias_update_speed)
+        losses.append(main.item())
+    seconds = time.perf_counter() - began
+    model.eval()
+    with torch.no_grad():
+        eval_loss = lm_loss(model(held_out[:, :-1]).logits, held_out[:, 1:]).item()
+    return {"losses": losses, "eval_loss": eval_loss, "seconds": seconds}
+
+
+def training(steps: int, batch: int, seq_len: int, seed: int = 0) -> dict[str, Any]:
+    data, vocab_size = token_stream()
+    split = int(data.numel() * 0.95)
+    train_data, eval_data = data[:split], data[split:]
+    n_eval = min(32, (eval_data.numel() - 1) // (seq_len + 1))
+    held_out = eval_data[: n_eval * (seq_len + 1)].view(n_eval, seq_len + 1)
+    runs = {
+        name: train_run(
+            train_data,
+            held_out,
+            vocab_size,
+            fp8=name == "fp8",
+            steps=steps,
+            batch=batch,
+            seq_len=seq_len,
+            seed=seed,
+        )
+        for name in ("fp32", "fp8")
+    }
+    tail = max(1, steps // 10)
+    tails = {name: sum(r["losses"][-tail:]) / tail for name, r in runs.items()}
+    evals = {name: r["eval_loss"] for name, r in runs.items()}
+    return {
+        "steps": steps,
+        "tokens_per_step": batch * seq_len,
+        "vocab_size": vocab_size,
+        "runs": runs,
+        "eval_loss": evals,
+        "train_tail_loss": tails,
+        "fp8_loss_rel_err": abs(evals["fp8"] - evals["fp32"]) / evals["fp32"],
+        "fp8_tail_rel_err": abs(tails["fp8"] - tails["fp32"]) / tails["fp32"],
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def smooth(xs: list[float], width: int = 10) -> list[float]:
+        return [
+            sum(xs[max(0, i - width + 1) : i + 1]) / (i + 1 - max(0, i - width + 1))
+            for i in range(len(xs))
+        ]
+
+    fp32, fp8 = result["runs"]["fp32"]["losses"], result["runs"]["fp8"]["losses"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 1])
+    top.plot(smooth(fp32), label="FP32", linewidth=1.5)
+    top.plot(smooth(fp8), label="FP8 (DeepSeek-V3 block-wise recipe, CPU emulation)", linewidth=1.0)
+    top.set_ylabel("training loss (10-step mean)")
+    top.legend()
+    top.set_title(
+        f"FP8 vs FP32, same seed and data: held-out loss {result['eval_loss']['fp32']:.4f} vs "
+        f"{result['eval_loss']['fp8']:.4f} ({100 * result['fp8_loss_rel_err']:.3f}%)",
+        fontsize=9,
+    )
+    rel = [100 * (b - a) / a for a, b in zip(smooth(fp32), smooth(fp8), strict=True)]
+    bottom.plot(rel, color="gray", linewidth=1.0)
+    bottom.axhline(0, color="black", linewidth=0.5)
+    bottom.set_ylabel("FP8 - FP32 (%)")
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU: cuBLAS block-scaled FP8 against the emulation, and its speed
+
+
+def gpu(quick: bool) -> dict[str, Any] | None:
+    from trainer.fp8 import (
+        cuda_blockwise_available,
+        expand_block_scale,
+        quantize_blocks,
+        quantize_tiles,
+        scaled_matmul_cuda,
+        scaled_matmul_emulated,
+    )
+
+    if not torch.cuda.is_available() or not cuda_blockwise_available(torch.device("cuda")):
+        return None
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    m, n, k = 4096, 7168, 16384
+    a = torch.randn(m, k, device=dev, generator=gen, dtype=torch.bfloat16)
+    b = torch.randn(n, k, device=dev, generator=gen, dtype=torch.bfloat16) * 0.02
+    a[:, :4] *= 50  # outlier channels
+    a_q, a_s = quantize_tiles(a)
+    b_q, b_s = quantize_blocks(b)
+
+    def timed(fn: Any, reps: int) -> float:
+        fn()
+        torch.cuda.synchronize()
+        best = math.inf
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            best = min(best, start.elapsed_time(end) / 1000)
+        return best
+
+    reps = 5 if quick else 20
+    flops = 2 * m * n * k
+    fp8_s = timed(lambda: scaled_matmul_cuda(a_q, a_s, b_q, b_s, b_blocks=True), reps)
+    bf16_s = timed(lambda: a @ b.T, reps)
+    # Agreement with the emulation on a slice small enough for fp64 on the GPU.
+    rows = 256
+    kernel = scaled_matmul_cuda(a_q[:rows], a_s[:rows], b_q, b_s, b_blocks=True)
+    emulated = scaled_matmul_emulated(a_q[:rows], a_s[:rows], b_q, expand_block_scale(b_s, n))
+    return {
+        "device": torch.cuda.get_device_name(dev),
+        "torch": torch.__version__,
+        "fp8_tflops": rounded(flops / fp8_s / 1e12, 1),
+        "bf16_tflops": rounded(flops / bf16_s / 1e12, 1),
+        "fp8_over_bf16": rounded(bf16_s / fp8_s, 2),
+        "cuda_vs_emulation_rel_err": float(f"{rel_err(kernel, emulated):.3e}"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run, under a minute")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run")
+    opts = parser.parse_args()
+    torch.set_num_threads(1)
+    if opts.quick:
+        ks, m, n, steps, batch, seq_len = [4096], 64, 64, 30, 4, 64
+    else:
+        ks, m, n, steps, batch, seq_len = [4096, 8192, 16384], 128, 128, 300, 8, 128
+    steps = opts.steps or steps
+
+    began = time.perf_counter()
+    rows = ablation(ks, m, n)
+    print(
+        f"\nPromotion ablation: relative error of ({m} x K) @ (K x {n}), FP8 E4M3 1x128 / 128x128\n"
+    )
+    print_table(
+        [
+            "inputs",
+            "K",
+            "vs fp32: promoted",
+            "14-bit, promoted",
+            "14-bit, unpromoted",
+            "accumulation only: promoted",
+            "14-bit, promoted",
+            "14-bit, unpromoted",
+        ],
+        [
+            (
+                r["inputs"],
+                r["k"],
+                *(f"{r[f'{a}_vs_fp32']:.2e}" for a in ACCUMULATIONS),
+                *(f"{r[f'{a}_accum']:.2e}" for a in ACCUMULATIONS),
+            )
+            for r in rows
+        ],
+    )
+    ablation_s = time.perf_counter() - began
+
+    began = time.perf_counter()
+    train = training(steps, batch, seq_len)
+    training_s = time.perf_counter() - began
+    runs = train["runs"]
+    print(
+        f"\nTraining, {steps} steps of {batch} x {seq_len} tokens, same seed and data "
+        f"(1 thread; wall {training_s:.0f} s)\n"
+    )
+    print_table(
+        ["run", "held-out loss", "last-10% train loss", "seconds"],
+        [
+            (
+                name,
+                f"{train['eval_loss'][name]:.4f}",
+                f"{train['train_tail_loss'][name]:.4f}",
+                round(runs[name]["seconds"], 1),
+            )
+            for name in ("fp32", "fp8")
+        ],
+    )
+    print(
+        f"\nFP8 vs FP32 relative difference: held-out {100 * train['fp8_loss_rel_err']:.3f}%, "
+        f"train tail {100 * train['fp8_tail_rel_err']:.3f}% (V3 target: under 0.25%)"
+    )
+    WORK.mkdir(parents=True, exist_ok=True)
+    curves = WORK / f"losses-{'quick' if opts.quick else 'full'}.json"
+    curves.write_text(json.dumps({name: r["losses"] for name, r in runs.items()}))
+    if not opts.quick:
+        plot(train, PLOT)
+        print(f"curves: {PLOT}")
+
+    gpu_figures = gpu(opts.quick)
+    if gpu_figures is None:
+        print("\nGPU: no SM 9.0 CUDA device here; the cuBLAS path was not run.")
+    else:
+        print(f"\nGPU: {json.dumps(gpu_figures)}")
+
+    largest = next(r for r in rows if r["inputs"] == "uniform" and r["k"] == max(ks))
+    figures: dict[str, Any] = {
+        "bench": "fp8",
+        "ratio": rounded(largest["h800_unpromoted_vs_fp32"] / largest["fp32_promoted_vs_fp32"], 2),
+        "ablation": rows,
+        "fp8_loss_rel_err": float(f"{train['fp8_loss_rel_err']:.3e}"),
+        "fp8_tail_loss_rel_err": float(f"{train['fp8_tail_rel_err']:.3e}"),
+        "eval_loss_fp32": rounded(train["eval_loss"]["fp32"], 4),
+        "eval_loss_fp8": rounded(train["eval_loss"]["fp8"], 4),
+        "train_steps": steps,
+        "tokens_per_step": batch * seq_len,
+        "train_s_fp32": rounded(runs["fp32"]["seconds"], 1),
+        "train_s_fp8": rounded(runs["fp8"]["seconds"], 1),
+        "ablation_s": rounded(ablation_s, 1),
+        "threads": 1,
+        "gpu": gpu_figures,
+    }
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
