@@ -1,7 +1,7 @@
 """FP8 benchmark: the promotion ablation, FP8 against FP32 training, and GEMM speed on a GPU.
 
     python bench/fp8.py           # K = 4096, 8192, 16384; two 300-step training runs
-    python bench/fp8.py --quick   # K = 4096 only, smaller GEMMs, two 30-step runs
+    python bench/fp8.py --quick   # K = 4096 only, smaller GEMMs, two 20-step runs
 
 1. Promotion ablation (CPU, the exact emulation). A = (M, K), B = (N, K) quantised as the
    recipe quantises a linear layer (1x128 tiles, 128x128 blocks), multiplied three ways:
@@ -166,7 +166,7 @@ def train_run(
     losses = []
     model.train()
     began = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=gen)
         window = torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])
         inputs, targets = window[:, :-1], window[:, 1:]
@@ -181,6 +181,13 @@ def train_run(
         sched.step()
         update_router_bias(model, out.expert_load, args.bias_update_speed)
         losses.append(main.item())
+        if (step + 1) % 50 == 0:
+            label = "fp8" if fp8 else "fp32"
+            elapsed = time.perf_counter() - began
+            print(
+                f"  {label} step {step + 1}/{steps}: loss {main.item():.4f} ({elapsed:.0f} s)",
+                flush=True,
+            )
     seconds = time.perf_counter() - began
     model.eval()
     with torch.no_grad():
@@ -321,7 +328,7 @@ def main() -> None:
     opts = parser.parse_args()
     torch.set_num_threads(1)
     if opts.quick:
-        ks, m, n, steps, batch, seq_len = [4096], 64, 64, 30, 4, 64
+        ks, m, n, steps, batch, seq_len = [4096], 64, 64, 20, 4, 64
     else:
         ks, m, n, steps, batch, seq_len = [4096, 8192, 16384], 128, 128, 300, 8, 128
     steps = opts.steps or steps

@@ -128,12 +128,13 @@ def scaled_matmul_ref(
     _check_accumulator(block, promotion, accumulator_bits, mma_k)
     M, K = a_q.shape
     N = b_q.shape[0]
-    out = torch.zeros(M, N, dtype=torch.float32)
-    narrow = torch.zeros(M, N, dtype=torch.float64)  # the Tensor Core accumulator
+    device = a_q.device
+    out = torch.zeros(M, N, dtype=torch.float32, device=device)
+    narrow = torch.zeros(M, N, dtype=torch.float64, device=device)  # Tensor Core accumulator
     for c in range(cdiv(K, block)):
         scale = a_scale[:, c, None] * b_scale[None, :, c]  # (M, N) fp32
         if promotion:
-            narrow = torch.zeros(M, N, dtype=torch.float64)
+            narrow = torch.zeros(M, N, dtype=torch.float64, device=device)
         for k0 in range(c * block, min(K, (c + 1) * block), mma_k):
             k1 = min(K, k0 + mma_k)
             a_step, b_step = a_q[:, k0:k1].double(), b_q[:, k0:k1].double()

@@ -85,14 +85,14 @@ def expand_block_scale(scale: Tensor, rows: int, block: int = 128) -> Tensor:
 
 
 def dequantize_tiles(q: Tensor, scale: Tensor, block: int = 128) -> Tensor:
-    """Inverse of quantize_tiles, in fp32 (exact: an e4m3 value times an fp32 power-of-two-free
-    scale rounds once)."""
+    """Inverse of quantize_tiles, in fp32: q (R, K), scale (R, Kt) -> (R, K)."""
     R, K = q.shape
     tiles = pad_to_multiple(q.float(), block, 1).view(R, -1, block)  # (R, Kt, block)
     return (tiles * scale.unsqueeze(-1)).view(R, -1)[:, :K]
 
 
 def dequantize_blocks(q: Tensor, scale: Tensor, block: int = 128) -> Tensor:
+    """Inverse of quantize_blocks, in fp32: q (R, K), scale (Rb, Kb) -> (R, K)."""
     return dequantize_tiles(q, expand_block_scale(scale, q.shape[0], block), block)
 
 

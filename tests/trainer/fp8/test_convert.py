@@ -3,6 +3,7 @@ the same function within FP8 error, and that checkpoints stay ordinary ones."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,14 @@ def test_recipe_is_a_typed_named_config() -> None:
         config_from_dict({"scaling": "rowwise"}, Float8Recipe)
     with pytest.raises(ConfigError, match="promotoin"):
         config_from_dict({"promotoin": False}, Float8Recipe)
+
+    # As a section of a training config: `fp8: {}` is the V3 recipe, absent means no FP8.
+    @dataclass(frozen=True)
+    class TrainSection:
+        steps: int = 1
+        fp8: Float8Recipe | None = None
+
+    assert config_from_dict({"fp8": {}}, TrainSection).fp8 == Float8Recipe()
+    assert config_from_dict({}, TrainSection).fp8 is None
+    with pytest.raises(ConfigError, match=r"fp8"):
+        config_from_dict({"fp8": {"block": 100}}, TrainSection)
