@@ -40,6 +40,13 @@ from trainer.fp8.quant import FP8_DTYPE, cdiv, expand_block_scale, pad_to_multip
 MMA_K = 32  # products one Hopper FP8 WGMMA instruction sums per step
 
 
+def fp8_to_float64(q: Tensor) -> Tensor:
+    """E4M3 values as fp64, exactly, through a 256-entry table: several times faster on the
+    CPU than the element-wise cast."""
+    table = torch.arange(256, dtype=torch.uint8, device=q.device).view(FP8_DTYPE).double()
+    return torch.take(table, q.view(torch.uint8).long())
+
+
 def _check_operands(a_q: Tensor, a_scale: Tensor, b_q: Tensor, b_scale: Tensor, block: int) -> None:
     assert a_q.dtype == FP8_DTYPE and b_q.dtype == FP8_DTYPE, (a_q.dtype, b_q.dtype)
     assert a_q.dim() == 2 and b_q.dim() == 2 and a_q.shape[1] == b_q.shape[1], (
@@ -80,8 +87,9 @@ def scaled_matmul_emulated(
     # An MMA step is the unit of exact summation: one whole chunk when the in-chunk sum is
     # exact, `mma_k` products when the narrow accumulator is modelled.
     step = block if accumulator_bits is None else mma_k
-    a = pad_to_multiple(a_q.double(), block, 1).view(M, -1, step).transpose(0, 1)  # (S, M, step)
-    b = pad_to_multiple(b_q.double(), block, 1).view(N, -1, step).permute(1, 2, 0)  # (S, step, N)
+    a = pad_to_multiple(fp8_to_float64(a_q), block, 1).view(M, -1, step).transpose(0, 1)
+    b = pad_to_multiple(fp8_to_float64(b_q), block, 1).view(N, -1, step).permute(1, 2, 0)
+    # a: (S, M, step), b: (S, step, N), S = number of MMA steps along K
     step_sums = torch.bmm(a, b)  # (S, M, N), exact
     n_chunks = a_scale.shape[1]
 
