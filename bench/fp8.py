@@ -16,10 +16,12 @@
 2. FP8 against FP32 training on the same run and seed: `tiny` widened so that every
    linear layer is at least 128 wide (dim 128, q/kv latents 128, experts 128 wide, dense
    MLP 384), trained on the toy corpus (worked solutions of every family, tokenised by a
-   1024-token BPE trained here) with AdamW, warm-up + cosine, clipping, MTP and router-bias
-   updates. The loop is a minimal TEMPORARY one (`train_run`) until the project's training
-   loop lands; both runs share it, the data order and the initial weights. Writes the two
-   curves to docs/fp8-loss.png (full run) and the per-step losses to work/bench/fp8/.
+   1024-token BPE trained here; 5% of the documents held out) with AdamW, warm-up + cosine,
+   clipping, MTP and router-bias updates. The loop is a minimal TEMPORARY one (`train_run`)
+   until the project's training loop lands; both runs share it, the data order and the
+   initial weights. The full run adds a control, FP32 from another initial seed on the same
+   batches, for the scale of run-to-run differences. Writes the curves to docs/fp8-loss.png
+   (full run) and the per-step losses to work/bench/fp8/.
 3. GPU only (skipped without an SM 9.0 device): cuBLAS block-scaled FP8 against the
    emulation on fresh inputs with outlier channels, and TFLOP/s of the FP8 GEMM against
    bf16 torch.matmul at the DeepSeek-V3 shape M=4096, N=7168, K=16384.
@@ -118,17 +120,30 @@ def model_args(vocab_size: int) -> Any:
     )
 
 
-def token_stream() -> tuple[torch.Tensor, int]:
-    """The toy corpus (every family's worked solutions and prompts) as one token stream."""
+def token_streams(seq_len: int, max_eval_windows: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The toy corpus (every family's worked solutions and prompts), documents shuffled with
+    a fixed seed, 5% of them held out: (training stream, held-out windows (n, seq_len + 1),
+    vocabulary size)."""
+    import random
+
     from flows.toy import toy_corpus
     from trainer.tokenizer import R1Tokenizer, train_tokenizer
 
     texts = toy_corpus()
     tok = R1Tokenizer(train_tokenizer(texts, vocab_size=1024))
-    stream: list[int] = []
-    for text in texts:
-        stream += [*tok.encode(text), tok.eos_id]
-    return torch.tensor(stream), tok.vocab_size
+    random.Random(0).shuffle(texts)
+    n_held = len(texts) // 20
+
+    def stream(docs: list[str]) -> torch.Tensor:
+        ids: list[int] = []
+        for text in docs:
+            ids += [*tok.encode(text), tok.eos_id]
+        return torch.tensor(ids)
+
+    held = stream(texts[:n_held])
+    n_windows = min(max_eval_windows, (held.numel() - 1) // (seq_len + 1))
+    windows = held[: n_windows * (seq_len + 1)].view(n_windows, seq_len + 1)
+    return stream(texts[n_held:]), windows, tok.vocab_size
 
 
 def train_run(
@@ -140,16 +155,17 @@ def train_run(
     steps: int,
     batch: int,
     seq_len: int,
-    seed: int,
+    init_seed: int,
+    data_seed: int,
 ) -> dict[str, Any]:
     """TEMPORARY minimal training loop (until the project's loop lands on main): AdamW,
-    warm-up + cosine, clipping at 1.0, MTP loss, router-bias updates. Same seed, same
-    initial weights and same batches whether `fp8` or not."""
+    warm-up + cosine, clipping at 1.0, MTP loss, router-bias updates. The same seeds give the
+    same initial weights and the same batches whether `fp8` or not."""
     from trainer.fp8 import Float8Recipe, convert_to_fp8
     from trainer.model import Transformer, lm_loss, mtp_loss, update_router_bias
 
     args = model_args(vocab_size)
-    torch.manual_seed(seed)
+    torch.manual_seed(init_seed)
     model = Transformer(args)
     if fp8:
         convert_to_fp8(model, Float8Recipe.named("deepseek_v3"))
@@ -162,7 +178,7 @@ def train_run(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(data_seed)
     losses = []
     model.train()
     began, cpu_began = time.perf_counter(), time.process_time()
@@ -200,37 +216,55 @@ def train_run(
     }
 
 
-def training(steps: int, batch: int, seq_len: int, seed: int = 0) -> dict[str, Any]:
-    data, vocab_size = token_stream()
-    split = int(data.numel() * 0.95)
-    train_data, eval_data = data[:split], data[split:]
-    n_eval = min(32, (eval_data.numel() - 1) // (seq_len + 1))
-    held_out = eval_data[: n_eval * (seq_len + 1)].view(n_eval, seq_len + 1)
+def training(steps: int, batch: int, seq_len: int, *, control: bool) -> dict[str, Any]:
+    """FP32 and FP8 from seed 0 on the same batches; with `control`, also FP32 from another
+    initial seed (same batches), for the scale of run-to-run differences."""
+    train_data, held_out, vocab_size = token_streams(seq_len, max_eval_windows=128)
+    plan = {"fp32": (False, 0), "fp8": (True, 0)}
+    if control:
+        plan["fp32_init_seed_1"] = (False, 1)
     runs = {
         name: train_run(
             train_data,
             held_out,
             vocab_size,
-            fp8=name == "fp8",
+            fp8=fp8,
             steps=steps,
             batch=batch,
             seq_len=seq_len,
-            seed=seed,
+            init_seed=init_seed,
+            data_seed=0,
         )
-        for name in ("fp32", "fp8")
+        for name, (fp8, init_seed) in plan.items()
     }
-    tail = max(1, steps // 10)
+    tail = max(2, steps // 10)
     tails = {name: sum(r["losses"][-tail:]) / tail for name, r in runs.items()}
     evals = {name: r["eval_loss"] for name, r in runs.items()}
+    # Same batches, so the per-step relative differences are paired; their mean over the tail
+    # and its standard error say how well the tail figure is determined.
+    diffs = [
+        (b - a) / a
+        for a, b in zip(runs["fp32"]["losses"][-tail:], runs["fp8"]["losses"][-tail:], strict=True)
+    ]
+    mean = sum(diffs) / tail
+    stderr = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (tail - 1) / tail)
+
+    def rel(name: str) -> float:
+        return abs(evals[name] - evals["fp32"]) / evals["fp32"]
+
     return {
         "steps": steps,
         "tokens_per_step": batch * seq_len,
         "vocab_size": vocab_size,
+        "eval_tokens": held_out.shape[0] * seq_len,
         "runs": runs,
         "eval_loss": evals,
         "train_tail_loss": tails,
-        "fp8_loss_rel_err": abs(evals["fp8"] - evals["fp32"]) / evals["fp32"],
+        "fp8_loss_rel_err": rel("fp8"),
+        "control_loss_rel_err": rel("fp32_init_seed_1") if control else None,
         "fp8_tail_rel_err": abs(tails["fp8"] - tails["fp32"]) / tails["fp32"],
+        "fp8_tail_paired_mean": mean,
+        "fp8_tail_paired_stderr": stderr,
     }
 
 
@@ -258,9 +292,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
         fontsize=9,
     )
     rel = [100 * (b - a) / a for a, b in zip(smooth(fp32), smooth(fp8), strict=True)]
-    bottom.plot(rel, color="gray", linewidth=1.0)
+    bottom.plot(rel, color="tab:orange", linewidth=1.0, label="FP8 - FP32")
+    if "fp32_init_seed_1" in result["runs"]:
+        other = smooth(result["runs"]["fp32_init_seed_1"]["losses"])
+        control = [100 * (b - a) / a for a, b in zip(smooth(fp32), other, strict=True)]
+        bottom.plot(control, color="gray", linewidth=0.8, label="FP32 other init - FP32")
+        bottom.legend(fontsize=7)
     bottom.axhline(0, color="black", linewidth=0.5)
-    bottom.set_ylabel("FP8 - FP32 (%)")
+    bottom.set_ylabel("relative (%)")
+    bottom.set_ylim(-8, 8)
     bottom.set_xlabel("step")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,12 +407,12 @@ def main() -> None:
     ablation_s = time.perf_counter() - began
 
     began = time.perf_counter()
-    train = training(steps, batch, seq_len)
+    train = training(steps, batch, seq_len, control=not opts.quick)
     training_s = time.perf_counter() - began
     runs = train["runs"]
     print(
-        f"\nTraining, {steps} steps of {batch} x {seq_len} tokens, same seed and data "
-        f"(1 thread; wall {training_s:.0f} s)\n"
+        f"\nTraining, {steps} steps of {batch} x {seq_len} tokens, same data order; held-out "
+        f"{train['eval_tokens']} tokens (1 thread; wall {training_s:.0f} s)\n"
     )
     print_table(
         ["run", "held-out loss", "last-10% train loss", "wall s", "CPU s"],
@@ -384,13 +424,20 @@ def main() -> None:
                 round(runs[name]["seconds"], 1),
                 round(runs[name]["cpu_seconds"], 1),
             )
-            for name in ("fp32", "fp8")
+            for name in runs
         ],
     )
     print(
         f"\nFP8 vs FP32 relative difference: held-out {100 * train['fp8_loss_rel_err']:.3f}%, "
-        f"train tail {100 * train['fp8_tail_rel_err']:.3f}% (V3 target: under 0.25%)"
+        f"train tail {100 * train['fp8_tail_rel_err']:.3f}% (paired per-step mean "
+        f"{100 * train['fp8_tail_paired_mean']:+.3f}% +- {100 * train['fp8_tail_paired_stderr']:.3f}%"
+        ") (V3 target: under 0.25%)"
     )
+    if train["control_loss_rel_err"] is not None:
+        print(
+            "FP32 from another initial seed vs FP32, held-out: "
+            f"{100 * train['control_loss_rel_err']:.3f}% (the run-to-run scale)"
+        )
     WORK.mkdir(parents=True, exist_ok=True)
     curves = WORK / f"losses-{'quick' if opts.quick else 'full'}.json"
     curves.write_text(json.dumps({name: r["losses"] for name, r in runs.items()}))
@@ -411,14 +458,26 @@ def main() -> None:
         "ablation": rows,
         "fp8_loss_rel_err": float(f"{train['fp8_loss_rel_err']:.3e}"),
         "fp8_tail_loss_rel_err": float(f"{train['fp8_tail_rel_err']:.3e}"),
-        "eval_loss_fp32": rounded(train["eval_loss"]["fp32"], 4),
-        "eval_loss_fp8": rounded(train["eval_loss"]["fp8"], 4),
+        "fp8_tail_paired_mean": float(f"{train['fp8_tail_paired_mean']:.3e}"),
+        "fp8_tail_paired_stderr": float(f"{train['fp8_tail_paired_stderr']:.3e}"),
+        "control_loss_rel_err": (
+            None
+            if train["control_loss_rel_err"] is None
+            else float(f"{train['control_loss_rel_err']:.3e}")
+        ),
+        "eval_loss": {name: rounded(v, 4) for name, v in train["eval_loss"].items()},
+        "eval_tokens": train["eval_tokens"],
         "train_steps": steps,
         "tokens_per_step": batch * seq_len,
         "train_s_fp32": rounded(runs["fp32"]["seconds"], 1),
         "train_s_fp8": rounded(runs["fp8"]["seconds"], 1),
         "train_cpu_s_fp32": rounded(runs["fp32"]["cpu_seconds"], 1),
         "train_cpu_s_fp8": rounded(runs["fp8"]["cpu_seconds"], 1),
+        "train_cpu_s_control": (
+            rounded(runs["fp32_init_seed_1"]["cpu_seconds"], 1)
+            if "fp32_init_seed_1" in runs
+            else None
+        ),
         "ablation_s": rounded(ablation_s, 1),
         "threads": 1,
         "gpu": gpu_figures,
