@@ -11,9 +11,10 @@ Tensor Core accumulator itself is narrow (the V3 paper: about 14 bits on H800).
 Three implementations of the same function:
 
 - `scaled_matmul_emulated`: the CPU path, exact emulation with batched matmuls over K-chunks.
-  Products of two E4M3 values are multiples of 2^-18 below 2^18, so a chunk's sum (< 2^25) is
-  exact in fp64 whatever the order: the in-chunk sum is computed exactly (fp64 bmm), rounded
-  once to fp32, scaled and added to the fp32 accumulator chunk by chunk in K order.
+  Products of two E4M3 values are multiples of 2^-18 below 2^18, so a chunk's sum needs at
+  most 43 of fp64's 53 bits (B = 128; any B up to 2^17 fits) and is exact whatever the
+  order: each chunk is summed exactly (fp64 bmm), rounded once to fp32, scaled and added to
+  the fp32 accumulator chunk by chunk in K order.
   `accumulator_bits` replaces the exact in-chunk sum by our model of the narrow accumulator;
   `promotion=False` keeps the whole K in it (no promotion).
 - `scaled_matmul_ref`: plain loops over chunks (and MMA steps), the specification; the
