@@ -315,8 +315,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def gpu(quick: bool) -> dict[str, Any] | None:
+    import torch.nn.functional as F
+
     from trainer.fp8 import (
+        Float8Recipe,
+        Fp8Linear,
         cuda_blockwise_available,
+        cuda_scaled_mm_args,
         expand_block_scale,
         quantize_blocks,
         quantize_tiles,
@@ -350,8 +355,32 @@ def gpu(quick: bool) -> dict[str, Any] | None:
 
     reps = 5 if quick else 20
     flops = 2 * m * n * k
-    fp8_s = timed(lambda: scaled_matmul_cuda(a_q, a_s, b_q, b_s, b_blocks=True), reps)
+    # The GEMM alone (operands already in cuBLAS's layouts), and through our wrapper (which
+    # pads and lays out the scales on every call).
+    a_p, b_t, scale_a, scale_b, _ = cuda_scaled_mm_args(a_q, a_s, b_q, b_s, b_blocks=True)
+    recipe = F.ScalingType
+
+    def gemm() -> torch.Tensor:
+        return F.scaled_mm(
+            a_p, b_t, scale_a, recipe.BlockWise1x128, scale_b, recipe.BlockWise128x128,
+            output_dtype=torch.bfloat16,
+        )  # fmt: skip
+
+    fp8_s = timed(gemm, reps)
+    wrapper_s = timed(lambda: scaled_matmul_cuda(a_q, a_s, b_q, b_s, b_blocks=True), reps)
     bf16_s = timed(lambda: a @ b.T, reps)
+    # A whole layer, forward and backward, quantisation included, against bf16 nn.Linear.
+    x = a[:, :7168].clone().requires_grad_()
+    dense = torch.nn.Linear(7168, 7168, bias=False, device=dev, dtype=torch.bfloat16)
+    fp8_layer = Fp8Linear.from_linear(
+        torch.nn.Linear(7168, 7168, bias=False, device=dev, dtype=torch.bfloat16), Float8Recipe()
+    )
+
+    def layer_step(layer: torch.nn.Module) -> None:
+        layer(x).sum().backward()
+
+    layer_fp8_s = timed(lambda: layer_step(fp8_layer), reps)
+    layer_bf16_s = timed(lambda: layer_step(dense), reps)
     # Agreement with the emulation on a slice small enough for fp64 on the GPU.
     rows = 256
     kernel = scaled_matmul_cuda(a_q[:rows], a_s[:rows], b_q, b_s, b_blocks=True)
@@ -359,9 +388,13 @@ def gpu(quick: bool) -> dict[str, Any] | None:
     return {
         "device": torch.cuda.get_device_name(dev),
         "torch": torch.__version__,
+        "shape_mnk": [m, n, k],
         "fp8_tflops": rounded(flops / fp8_s / 1e12, 1),
+        "fp8_wrapper_tflops": rounded(flops / wrapper_s / 1e12, 1),
         "bf16_tflops": rounded(flops / bf16_s / 1e12, 1),
         "fp8_over_bf16": rounded(bf16_s / fp8_s, 2),
+        "layer_7168_fwd_bwd_ms_fp8": rounded(layer_fp8_s * 1e3, 2),
+        "layer_7168_fwd_bwd_ms_bf16": rounded(layer_bf16_s * 1e3, 2),
         "cuda_vs_emulation_rel_err": float(f"{rel_err(kernel, emulated):.3e}"),
     }
 
