@@ -323,10 +323,8 @@ def copy_weights_(target: nn.Module, source: nn.Module) -> None:
 
     In place, so the target's tensors keep their identity (a decode engine or optimizer built
     on the target sees the change through version counters, not stale copies)."""
-    src = dict(source.named_parameters())
-    src.update(source.named_buffers())
-    dst = dict(target.named_parameters())
-    dst.update(target.named_buffers())
+    src: dict[str, Tensor] = {**dict(source.named_parameters()), **dict(source.named_buffers())}
+    dst: dict[str, Tensor] = {**dict(target.named_parameters()), **dict(target.named_buffers())}
     if src.keys() != dst.keys():
         missing, extra = sorted(src.keys() - dst.keys()), sorted(dst.keys() - src.keys())
         raise ValueError(f"models differ: only in source {missing[:5]}, only in target {extra[:5]}")
