@@ -10,7 +10,7 @@ One GRPO loss, per token, in the form of DeepSeekMath (eq. 3) and R1:
 
     ratio  = exp(logp - old_logp)                          old: the policy that sampled
     pg     = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
-    loss_t = pg + beta * KL_estimate(logp, ref_logp)
+    loss_t = pg + beta * KL_estimate(logp, ref_logp)       [* ratio: DeepSeek-V3.2, TRL]
 
 then aggregated over tokens and sequences by a named mode (`LOSS_AGGREGATIONS`). The advantage
 A of every token of a sample is its reward normalised within its group (`group_advantages`).
@@ -191,6 +191,47 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# The per-token GRPO loss
+
+
+class GRPOTokenLoss(NamedTuple):
+    loss: Tensor  # (B, T): clipped policy loss + beta * KL term
+    ratio: Tensor  # (B, T): pi / pi_old
+    clipped: Tensor  # (B, T) bool
+    kl: Tensor  # (B, T): the KL estimate (before beta and any ratio weighting); 0 if beta is 0
+
+
+def grpo_token_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    clip_low: float,
+    clip_high: float,
+    *,
+    ref_logp: Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    kl_ratio_weighted: bool = False,
+) -> GRPOTokenLoss:
+    """The GRPO loss of every token, (B, T), before aggregation:
+    -min(r A, clip(r) A) + beta * KL, with the KL estimated by name against the reference.
+
+    kl_ratio_weighted: multiply the KL term by the ratio pi / pi_old (DeepSeek-V3.2's unbiased
+    reverse-KL gradient for tokens sampled by pi_old; TRL 1.16's default). Off, it is the
+    DeepSeekMath / R1 form. The ratio is differentiable, so this changes the gradient even
+    where the ratio is exactly 1.
+    """
+    policy = clipped_policy_loss(logp, old_logp, advantages, clip_low, clip_high)
+    if beta == 0:
+        return GRPOTokenLoss(policy.loss, policy.ratio, policy.clipped, torch.zeros_like(logp))
+    if ref_logp is None:
+        raise ValueError("beta > 0 needs the reference model's log-probs (ref_logp)")
+    kl = kl_estimate(logp, ref_logp, kl_estimator)
+    penalty = kl * policy.ratio if kl_ratio_weighted else kl
+    return GRPOTokenLoss(policy.loss + beta * penalty, policy.ratio, policy.clipped, kl)
+
+
+# ----------------------------------------------------------------------------------------------
 # Loss aggregation
 #
 # Every mode is numerator / denominator. The numerator is a sum over sequences, so it splits
@@ -338,12 +379,14 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "Aggregation",
+    "GRPOTokenLoss",
     "PolicyLoss",
     "aggregate_loss",
     "clipped_policy_loss",
     "copy_weights_",
     "entropy_from_logits",
     "group_advantages",
+    "grpo_token_loss",
     "kl_estimate",
     "kl_k1",
     "kl_k2",

@@ -16,6 +16,7 @@ from trainer.rl.core import (
     copy_weights_,
     entropy_from_logits,
     group_advantages,
+    grpo_token_loss,
     kl_estimate,
     loss_denominator,
     loss_numerator,
@@ -327,3 +328,27 @@ def test_copy_weights_in_place() -> None:
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="differ"):
         copy_weights_(nn.Linear(3, 4), policy)
+
+
+def test_grpo_token_loss_composes_the_terms() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.25]])).requires_grad_()
+    old = torch.log(torch.tensor([[0.25, 0.25]]))
+    ref = torch.log(torch.tensor([[0.5, 0.5]]))
+    adv = torch.tensor([1.0])
+    plain = grpo_token_loss(logp, old, adv, 0.2, 0.28)
+    assert torch.equal(plain.kl, torch.zeros(1, 2))
+    # Ratio 2 is clipped to 1.28 (A > 0); ratio 1 stays.
+    torch.testing.assert_close(plain.loss, torch.tensor([[-1.28, -1.0]]))
+    k3 = kl_estimate(logp.detach(), ref, "k3")
+    with_kl = grpo_token_loss(logp, old, adv, 0.2, 0.28, ref_logp=ref, beta=0.1)
+    torch.testing.assert_close(with_kl.loss, plain.loss + 0.1 * k3)
+    weighted = grpo_token_loss(
+        logp, old, adv, 0.2, 0.28, ref_logp=ref, beta=0.1, kl_ratio_weighted=True
+    )
+    torch.testing.assert_close(weighted.loss, plain.loss + 0.1 * k3 * torch.tensor([[2.0, 1.0]]))
+    # Where the ratio is exactly 1 the values agree, but the weighted gradient differs.
+    (g1,) = torch.autograd.grad(with_kl.loss[0, 1], logp)
+    (g2,) = torch.autograd.grad(weighted.loss[0, 1], logp)
+    assert g1[0, 1].item() != pytest.approx(g2[0, 1].item())
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_token_loss(logp, old, adv, 0.2, 0.2, beta=0.1)
