@@ -3,7 +3,7 @@
     python bench/grpo.py           # full
     python bench/grpo.py --quick   # small: under a minute
 
-What it measures today:
+What it measures today (2 is the cost of keeping rollouts on the current policy):
 
 1. The loss check. One fixed batch (G samples of a few prompts, ragged response masks,
    per-token log-probs of the policy, of the policy that sampled and of a reference, rewards),
@@ -18,6 +18,9 @@ What it measures today:
    `max_completion_length`. Advantages: ours with eps 1e-4 against TRL's formula (group mean,
    unbiased `trl.trainer.utils.nanstd`, + 1e-4).
 
+2. Rollouts after an update: the decode engine is rebuilt from the updated weights before
+   the next rollout; its cost against the rollout's, and the sampler/training log-prob gap.
+
 Not built yet: the step-time comparison (one GRPO step, rollout and update, ours against
 `GRPOTrainer.train` for one step on the same model, prompts, group size, lengths and loss
 type). It needs our GRPO step, which comes with the training loop; until then the JSON line
@@ -29,9 +32,11 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +261,41 @@ def loss_parity(trainer: Any, batch: FixedBatch) -> list[dict[str, Any]]:
     return rows
 
 
+def engine_refresh(checkpoint: Path, prompts: int, group: int, tokens: int) -> dict[str, float]:
+    """What keeping rollouts on the current policy costs: one rollout (prompts x group samples
+    of `tokens` tokens) with the engine current, then an in-place weight update (as an
+    optimizer step makes) and the next rollout, which rebuilds the engine first."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.generate import SamplingParams
+    from trainer.rl.rollout import PolicySampler, logprob_gap
+    from trainer.tokenizer import R1Tokenizer
+
+    model, _ = load_checkpoint(checkpoint)
+    tokenizer = R1Tokenizer.from_dir(checkpoint)
+    texts = [f"<think>{a}+{a + 3}=" for a in range(prompts)]
+    params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=0)
+    sampler = PolicySampler(model, tokenizer)
+    sampler.rollout(texts, group, params)  # warm-up: first build, allocator, kernels
+    rebuild_s, rollout_s = [], []
+    for step in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.0 + 1e-3)  # in place: bumps every version counter, as AdamW does
+        before, began = sampler.rebuild_seconds, time.perf_counter()
+        batch = sampler.rollout(texts, group, dataclasses.replace(params, seed=step + 1))
+        rollout_s.append(time.perf_counter() - began)
+        rebuild_s.append(sampler.rebuild_seconds - before)
+    gap = logprob_gap(model, batch)
+    return {
+        "rebuild_ms": 1000 * min(rebuild_s),
+        "rollout_s": min(rollout_s),
+        "rebuild_share": min(rebuild_s) / min(rollout_s),
+        "rollouts": 4,
+        "rebuilds": sampler.rebuilds,
+        "logprob_gap": gap,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run, under a minute")
@@ -269,6 +309,8 @@ def main() -> None:
         batch = fixed_batch()
         trainer = trl_trainer(checkpoint, work, batch.group_size, batch.completion_mask.shape[1])
         rows = loss_parity(trainer, batch)
+        prompts, tokens = (4, 16) if args.quick else (16, 48)
+        refresh = engine_refresh(checkpoint, prompts, batch.group_size * 2, tokens)
 
     print("loss on one fixed batch (12 rows, 12 tokens), ours against TRL 1.16's _compute_loss")
     print_table(
@@ -301,6 +343,14 @@ def main() -> None:
     worst_adv = max(r["adv_max_abs_err"] for r in rows)
     match = max(worst_loss, worst_grad, worst_adv) <= LOSS_TOL
     print(f"advantages max |diff| {worst_adv:.1e}; formulas match: {match}")
+    print(
+        f"\nrollouts on the current policy ({prompts} prompts x {batch.group_size * 2} samples x "
+        f"{tokens} tokens, tiny, fp32, 1 thread): engine rebuild after an update "
+        f"{refresh['rebuild_ms']:.1f} ms against a {refresh['rollout_s']:.2f} s rollout "
+        f"({100 * refresh['rebuild_share']:.1f}%); {refresh['rebuilds']} builds for "
+        f"{refresh['rollouts']} rollouts; sampler vs training log-prob gap "
+        f"{refresh['logprob_gap']:.1e}"
+    )
     print("step time: not measured yet (our GRPO step comes with the training loop)")
     emit_json(
         {
@@ -311,6 +361,10 @@ def main() -> None:
             "loss_max_abs_err": worst_loss,
             "grad_max_abs_err": worst_grad,
             "adv_max_abs_err": worst_adv,
+            "engine_rebuild_ms": round(refresh["rebuild_ms"], 2),
+            "rollout_s": round(refresh["rollout_s"], 3),
+            "engine_rebuild_share": round(refresh["rebuild_share"], 4),
+            "logprob_gap": refresh["logprob_gap"],
             "ratio": None,
             "step_time": "not built yet",
         }
