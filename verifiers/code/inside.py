@@ -1,7 +1,7 @@
 """The fork server that runs inside the sandbox, under the system Python.
 
-The host starts this file once per worker as `python3 -I -c <this source>`
-inside bubblewrap (see sandbox.py), as PID 1 of the sandbox's PID namespace.
+The host starts this file once per worker as `python3 -I -c <bootstrap> <this
+source>` inside bubblewrap (see sandbox.py), as PID 1 of the sandbox's PID namespace.
 It then serves one program run per request: fork a child, give the child the
 run's limits, pipes and a fresh `__main__`, let it execute the untrusted code,
 and enforce the wall-clock deadline, the output caps and the memory guard
@@ -163,6 +163,11 @@ def main() -> None:
     os.close(os.pidfd_open(os.getpid()))
     for name in PRELOAD:
         __import__(name)
+    # Hand what compiling this file and the imports left free back to the system: every
+    # process of a run starts with the server's pages, and the memory guard (and any
+    # per-process count) charges each process for them.
+    gc.collect()
+    libc.malloc_trim(0)
     # Objects that exist now are never collected again, so a forked child
     # does not copy the server's heap pages just by running the collector.
     gc.freeze()

@@ -134,6 +134,13 @@ USERNS_HINT = (
     "`kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for bwrap) "
     "on Ubuntu 24.04 and later"
 )
+# The server's command: compile inside.py (passed as the next argument) and run it. Python
+# keeps the syntax tree of a `-c` command until the command returns, which the server never
+# does; compiled here, the tree of inside.py is freed before the server starts, and every
+# process of every run, which starts with the server's memory, is that much smaller.
+BOOTSTRAP = (
+    "import sys; exec(compile(sys.argv.pop(1), 'inside.py', 'exec'), {'__name__': '__main__'})"
+)
 # Host files a Python program may need; everything else of /etc stays out.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
@@ -327,6 +334,7 @@ def bwrap_argv(config: SandboxConfig) -> list[str]:
         config.python,
         "-I",
         "-c",
+        BOOTSTRAP,
         INSIDE.read_text(),
     ]
     return argv
