@@ -180,7 +180,9 @@ class AccuracyReward:
         if code_rows:
             for i, result in zip(code_rows, self._code([items[i] for i in code_rows]), strict=True):
                 results[i] = result
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items), "every item is routed to exactly one verifier"
+        return done
 
     def _code(self, items: list[RewardInput]) -> list[RewardResult]:
         sandbox = self.sandbox

@@ -799,17 +799,9 @@ def encode(value: Any, handles: dict[int, Any] | None) -> Any:
         return {"bytes": bytes(value).hex()}
     if isinstance(value, Remote):
         return {"handle": [value._id, value._type]}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        tag = (
-            "list"
-            if isinstance(value, list)
-            else "tuple"
-            if isinstance(value, tuple)
-            else "set"
-            if isinstance(value, set)
-            else "frozenset"
-        )
-        return {tag: [encode(item, handles) for item in value]}
+    for kind, tag in SEQUENCES:
+        if isinstance(value, kind):
+            return {tag: [encode(item, handles) for item in value]}
     if isinstance(value, dict):
         return {"dict": [[encode(k, handles), encode(v, handles)] for k, v in value.items()]}
     if handles is None:
@@ -833,7 +825,7 @@ def in_stdlib(name: str) -> bool:
     return name.split(".")[0] in STDLIB
 
 
-_TAGS = ("int", "complex", "bytes", "list", "tuple", "set", "frozenset", "dict", "handle")
+SEQUENCES = ((list, "list"), (tuple, "tuple"), (set, "set"), (frozenset, "frozenset"))
 
 
 def decode(data: Any, link: Link | None, handles: dict[int, Any] | None) -> Any:
@@ -854,7 +846,7 @@ def decode(data: Any, link: Link | None, handles: dict[int, Any] | None) -> Any:
         if type(body) is not list:
             raise ValueError(f"{tag}: not a list")
         items = [decode(item, link, handles) for item in body]
-        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[tag](items)
+        return {name: kind for kind, name in SEQUENCES}[tag](items)
     if tag == "dict":
         if type(body) is not list:
             raise ValueError("dict: not a list of pairs")
