@@ -135,7 +135,9 @@ def test_generate_errors_are_one_line(
     code, _, err = run(
         capsys, "generate", "--model", str(checkpoint), "--prompts", str(bad), "--output", out
     )
-    assert code == 2 and "bad.jsonl:2" in err
+    # A bad prompt row is reported and left out; the other prompts are generated.
+    assert code == 0 and f"{bad}:2: each row needs a non-empty string field 'prompt'" in err
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "ok"}\n')
     argv = ["generate", "--model", str(tmp_path), "--prompts", str(good), "--output", out]

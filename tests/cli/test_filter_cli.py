@@ -87,7 +87,8 @@ def test_dedup_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = run(
         capsys, "filter", "dedup", "--input", str(src), "--output", str(tmp_path / "o.jsonl")
     )
-    assert code == 2 and "r1f: error:" in err and "'id' must be" in err
+    # The row is reported and left out; with no row left, the run found no valid input.
+    assert code == 1 and f"{src}:1: no id" in err and "no valid rows" in err
     code, _, err = run(
         capsys, "filter", "dedup", "--input", str(tmp_path / "nope.jsonl"), "--output", "o"
     )
