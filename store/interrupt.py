@@ -22,7 +22,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
-_interrupted = threading.Event()
+_interrupted = threading.Event()  # SIGINT arrived
+_delivered = threading.Event()  # and has been raised somewhere as an Interrupted
+_signals = [0]  # SIGINTs the main thread has seen; a second one always raises
 
 
 class Interrupted(KeyboardInterrupt):
@@ -36,7 +38,24 @@ def interrupted() -> bool:
 def check() -> None:
     """Raise Interrupted if SIGINT arrived while `watch_interrupts()` is active."""
     if _interrupted.is_set():
+        _delivered.set()
         raise Interrupted("interrupted")
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """The main thread's handler: raise once per Ctrl-C, not again for the same one.
+
+    When a writer thread has already stopped on this Ctrl-C (`check()`), the
+    main thread learns it from that writer's failure; a second
+    KeyboardInterrupt arriving late, in the middle of the clean-up, would
+    only cut the clean-up short. A second Ctrl-C from the user always raises.
+    """
+    _interrupted.set()
+    _signals[0] += 1
+    if _delivered.is_set() and _signals[0] < 2:
+        return
+    _delivered.set()
+    raise Interrupted("interrupted")
 
 
 @contextlib.contextmanager
@@ -47,7 +66,8 @@ def watch_interrupts() -> Iterator[None]:
         return
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
-    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_handler = signal.signal(signal.SIGINT, _on_sigint)
 
     def watch() -> None:
         while data := os.read(read_end, 64):
@@ -59,8 +79,11 @@ def watch_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.set_wakeup_fd(previous)
+        signal.signal(signal.SIGINT, previous_handler)
+        signal.set_wakeup_fd(previous_fd)
         os.close(write_end)  # the watcher reads end-of-file and returns
         watcher.join(timeout=1)
         os.close(read_end)
         _interrupted.clear()
+        _delivered.clear()
+        _signals[0] = 0

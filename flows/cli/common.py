@@ -213,7 +213,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 
 def progress_bar(description: str, total: int | None, unit: str) -> Any:
-    """A rich progress bar on stderr; transient so it leaves no noise in logs."""
+    """A rich progress bar on stderr, on a terminal only; transient, so it leaves no trace."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -225,14 +225,17 @@ def progress_bar(description: str, total: int | None, unit: str) -> Any:
     )
 
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    console = make_console(stderr=True)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         amount,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=make_console(stderr=True),
+        console=console,
         transient=True,
+        # Nothing at all when stderr is a file or a pipe: a log gets the result, not frames.
+        disable=not console.is_terminal,
     )
     task = bar.add_task(printable(description), total=total)
     return bar, lambda n: bar.advance(task, n)
@@ -380,5 +383,5 @@ def watch_store(store: Store, note: str = "") -> Iterator[None]:
         if changed:
             state = "; ".join(changed) + "; every other table is as it was"
         else:
-            state = f"nothing was committed: the store {store.root} is as it was"
+            state = f"nothing was committed: every table in {store.root} is as it was"
         raise Interrupted(state + (f"; {note}" if note else "")) from None

@@ -85,8 +85,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     try:
         backend = LocalBackend(args.model, max_batch_rows=args.batch_size)
-    except (ValueError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
     except Exception as err:  # safetensors, JSON: a damaged file, not a bug
         raise unreadable_checkpoint(args.model, err) from None
     torch.set_num_threads(args.threads)

@@ -22,8 +22,11 @@ from flows.cli.common import (
 
 
 def unreadable_checkpoint(path: str, err: BaseException) -> UserError:
-    """One line for a checkpoint that cannot be read (corrupt safetensors, bad config.json)."""
+    """One line for a checkpoint that cannot be read (corrupt safetensors, bad config.json);
+    a message of ours that already names the directory is kept as it is."""
     text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    if str(path) in text:
+        return UserError(text)
     return UserError(f"{path}: not a readable checkpoint ({text})")
 
 
@@ -100,8 +103,6 @@ def cmd_model_info(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir}: {what}; name a checkpoint directory")
     try:
         info = describe_checkpoint(args.dir)
-    except (ValueError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
     except Exception as err:  # safetensors, JSON: a damaged file, not a bug
         raise unreadable_checkpoint(args.dir, err) from None
     if args.json:
