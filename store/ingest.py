@@ -193,7 +193,7 @@ def _reason_kind(bad: _Bad) -> str:
         return "duplicate sample_id"
     if bad.field:
         return f"field {bad.field}"
-    return bad.reason.split(":")[0]
+    return bad.reason.split(" (")[0].split(":")[0]  # "invalid JSON", "not UTF-8", ...
 
 
 def _examples(bad: list[_Bad]) -> dict[str, str]:

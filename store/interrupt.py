@@ -11,6 +11,14 @@ arrives, a watcher thread reads it and sets an event, and `check()` raises
 `check()` between batches, so an interrupted write fails before its commit
 and the table stays at its previous version.
 
+The main thread needs help too. The kernel hands SIGINT to any thread of
+the process; when it is not the main one, a main thread blocked on a lock
+(waiting for a worker's result) or in a system call is not woken, and
+Python runs the handler only when that wait ends, seconds later. So the
+watcher also sends the main thread a wake-up signal (`WAKE_SIGNAL`) whose
+handler raises the interrupt there, unless the main thread has raised it
+already.
+
 Outside `watch_interrupts()` (library use, tests), `check()` never raises.
 """
 
@@ -21,6 +29,9 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+
+# Sent by the watcher to the main thread only, to break it out of a blocking wait.
+WAKE_SIGNAL = signal.SIGUSR2
 
 _interrupted = threading.Event()  # SIGINT arrived
 _delivered = threading.Event()  # and has been raised somewhere as an Interrupted
@@ -58,6 +69,13 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise Interrupted("interrupted")
 
 
+def _on_wake(signum: int, frame: object) -> None:
+    """The main thread, woken by the watcher: raise the interrupt unless it is raised."""
+    if _interrupted.is_set() and not _delivered.is_set():
+        _delivered.set()
+        raise Interrupted("interrupted")
+
+
 @contextlib.contextmanager
 def watch_interrupts() -> Iterator[None]:
     """Make SIGINT visible to `check()` on every thread (call from the main thread)."""
@@ -68,11 +86,16 @@ def watch_interrupts() -> Iterator[None]:
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     previous_handler = signal.signal(signal.SIGINT, _on_sigint)
+    previous_wake = signal.signal(WAKE_SIGNAL, _on_wake)
+    main = threading.main_thread().ident
+    assert main is not None
 
     def watch() -> None:
         while data := os.read(read_end, 64):
             if signal.SIGINT in data:
                 _interrupted.set()
+                if not _delivered.is_set():
+                    signal.pthread_kill(main, WAKE_SIGNAL)
 
     watcher = threading.Thread(target=watch, name="interrupt-watch", daemon=True)
     watcher.start()
@@ -80,6 +103,7 @@ def watch_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(WAKE_SIGNAL, previous_wake)
         signal.set_wakeup_fd(previous_fd)
         os.close(write_end)  # the watcher reads end-of-file and returns
         watcher.join(timeout=1)

@@ -62,6 +62,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     target = output_file(args.output, "--output")
     if not Path(args.model).is_dir():
         raise UserError(f"--model {args.model}: no such checkpoint directory")
+    # Loading the model takes a while: Ctrl-C then, as later, leaves the output as it was.
+    with on_interrupt(f"{target} was not written (left as it was)"):
+        return _generate(args, source, target)
+
+
+def _generate(args: argparse.Namespace, source: Path, target: Path) -> int:
     rows, bad = read_prompts(source)
     import torch
 
@@ -112,7 +118,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     }
     bar, advance = progress_bar(f"generating from {source.name}", len(fitting), "rows")
     with (
-        on_interrupt(f"{target} was not written (left as it was)"),
         bar,
         atomic_output(target) as fh,
     ):
