@@ -5,8 +5,9 @@ line; `row` is the parsed object, or a `BadLine` saying why the line cannot
 be a row. A line is bad when it is
 
 - not UTF-8,
-- not JSON (`NaN` and `Infinity` included: Python's parser takes them, but
-  they are not JSON and no other reader of the file would),
+- not JSON (`NaN`, `Infinity` and numbers too large for a float, which
+  Python's parser turns into infinity, included: they are not JSON and no
+  output could carry them),
 - JSON holding a lone surrogate escape such as `"\\ud800"`: Python parses it
   into a string that no UTF-8 writer (Arrow, Parquet, a JSONL output) can
   store, so it is refused here, at its line, instead of failing later in a
@@ -17,7 +18,8 @@ A bad line never stops the reading: the caller decides what becomes of it
 (import quarantines it, verify writes a `bad_input` row, the other commands
 report it and leave it out of their output), and the rest of the file is
 processed. Bad lines are numbered like every other line, from 1, counting
-blank lines, so `sed -n Np FILE` shows them.
+blank lines, so `sed -n Np FILE` shows them. A UTF-8 byte-order mark at the
+start of the file (Windows editors write one) is not part of line 1.
 
 Writing. `atomic_output(path)` opens a temporary file beside `path` and
 renames it over `path` only when the block finishes without an error, so a
@@ -28,8 +30,10 @@ read to its end.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -93,8 +97,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
 def parse_line(data: bytes, number: int) -> dict[str, Any] | BadLine | None:
     """One line of a JSONL file: its object, a BadLine, or None for a blank line."""
+    if number == 1 and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -102,12 +115,13 @@ def parse_line(data: bytes, number: int) -> dict[str, Any] | BadLine | None:
         return BadLine(number, f"not UTF-8 ({err.reason} at byte {err.start + 1})", raw)
     if not text.strip():
         return None
-    raw = cap(text.rstrip("\r\n"))
+    text = text.rstrip("\r\n")  # so that an error at the end points just past the text
+    raw = cap(text)
     try:
-        row = json.loads(text, parse_constant=_refuse_constant)
+        row = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
-        return BadLine(number, f"invalid JSON ({err.msg} at column {err.colno})", raw)
-    except ValueError as err:  # NaN / Infinity
+        return BadLine(number, f"invalid JSON ({err.msg} at column {err.pos + 1})", raw)
+    except ValueError as err:  # NaN, Infinity, 1e400
         return BadLine(number, f"invalid JSON ({err})", raw)
     except RecursionError:
         return BadLine(number, "invalid JSON (nested too deeply)", raw)
@@ -185,9 +199,14 @@ def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iter
     systems would not be atomic) and is removed if the block raises or is
     interrupted; `path` is then exactly as it was.
     """
-    target = Path(path)
+    # Through a symbolic link to the file it names: replacing the link itself
+    # would leave the file the user pointed at unchanged.
+    target = Path(os.path.realpath(path))
     if target.is_dir():
         raise IsADirectoryError(21, "is a directory; name a file to write", str(target))
+    if target.exists() and not target.is_file():
+        # A device or a pipe (/dev/null, a FIFO) must never be replaced by a file.
+        raise OSError(22, "not a regular file; name a file to write", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = _new_file_mode(target)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")

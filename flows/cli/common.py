@@ -272,6 +272,8 @@ def input_file(path: str, flag: str) -> Path:
     source = Path(path)
     if source.is_dir():
         raise UserError(f"{flag} {source}: is a directory; name a file")
+    if source.exists() and not source.is_file():
+        raise UserError(f"{flag} {source}: not a regular file; name a file")
     if not source.is_file():
         raise UserError(f"{flag} {source}: no such file")
     return source
@@ -287,6 +289,8 @@ def output_file(path: str, flag: str) -> Path:
     target = Path(path)
     if target.is_dir():
         raise UserError(f"{flag} {target}: is a directory; name a file to write")
+    if target.exists() and not target.is_file():
+        raise UserError(f"{flag} {target}: not a regular file; name a file to write")
     parent = target.parent
     while not parent.exists():
         parent = parent.parent

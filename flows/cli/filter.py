@@ -81,7 +81,7 @@ def cmd_filter_run(args: argparse.Namespace) -> int:
     try:
         with watch_store(store, "rerun the same command to finish"), _StageBar() as bar:
             report = run_filter(args.config, progress=bar, store_root=args.store)
-    except (PipelineError, ExecutorError) as err:
+    except (PipelineError, ExecutorError, ValueError) as err:  # ValueError: a benchmark file
         raise UserError(str(err)) from None
     if args.json:
         print_json(report.to_dict())

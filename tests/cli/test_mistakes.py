@@ -165,6 +165,27 @@ def test_export_and_card_to_an_existing_file_or_full_directory(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "store", "taken"]
 
 
+def test_devices_pipes_and_links(cli: Cli, tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [{"gold": "1", "completion": "\\boxed{1}"}])
+    verify = ["verify", "math", "--workers", "1", "--input"]
+    # An output that is a device is never replaced by a file (as root, it could be).
+    cli(*verify, source, "--output", "/dev/null").one_line_error(
+        2, "--output /dev/null: not a regular file"
+    )
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cli(*verify, fifo, "--output", tmp_path / "o.jsonl").one_line_error(
+        2, "--input", "not a regular file"
+    )
+    # Through a link, the file it names is written; the link stays a link.
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    assert cli(*verify, source, "--output", link).code == 0
+    assert link.is_symlink() and read_rows(real)[0]["verdict"] == "correct"
+
+
 @pytest.mark.parametrize(
     ("command", "extra"),
     [
