@@ -69,6 +69,8 @@ class ImportReport:
     mode: ImportMode = "append"
     updated: int = 0  # upsert: rows of `written` that replaced a stored row
     dropped_fields: tuple[str, ...] = ()  # generation-only fields present in the input
+    # The first few invalid rows as every command reports bad lines: "FILE:LINE: reason"
+    bad_line_examples: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -184,6 +186,9 @@ def import_file(
         mode=mode,
         updated=result.rows_updated,
         dropped_fields=tuple(sorted(dropped)),
+        bad_line_examples=tuple(
+            f"{source}:{b.line}: {b.field + ': ' if b.field else ''}{b.reason}" for b in bad[:5]
+        ),
     )
 
 

@@ -120,7 +120,7 @@ def parse_line(data: bytes, number: int) -> dict[str, Any] | BadLine | None:
     try:
         row = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
-        return BadLine(number, f"invalid JSON ({err.msg} at column {err.pos + 1})", raw)
+        return BadLine(number, f"invalid JSON ({err.msg}, column {err.pos + 1})", raw)
     except ValueError as err:  # NaN, Infinity, 1e400
         return BadLine(number, f"invalid JSON ({err})", raw)
     except RecursionError:

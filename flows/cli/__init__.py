@@ -71,11 +71,12 @@ def _user_message(err: BaseException) -> str | None:
     return None
 
 
-def _fail(message: str, status: int, as_json: bool) -> int:
+def _fail(kind: str, message: str, status: int, as_json: bool) -> int:
+    """`r1f: KIND: MESSAGE` on stderr, or with --json `{"error"|"interrupted": MESSAGE, ...}`."""
     if as_json:
-        sys.stderr.write(json.dumps({"error": message, "exit_status": status}) + "\n")
+        sys.stderr.write(json.dumps({kind: message, "exit_status": status}) + "\n")
     else:
-        sys.stderr.write(f"r1f: {printable(message)}\n")
+        sys.stderr.write(f"r1f: {kind}{': ' if message else ''}{printable(message)}\n")
     sys.stderr.flush()
     return status
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UserError as err:
-        return _fail(f"error: {err}", EXIT_USAGE, as_json)
+        return _fail("error", str(err), EXIT_USAGE, as_json)
     try:
         if args.store is not None and not getattr(args, "uses_store", False):
             raise UserError(
@@ -103,17 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = str(err) if str(err) not in ("", "interrupted") else ""
         if debug:
             traceback.print_exc()
-        return _fail(f"interrupted{': ' + note if note else ''}", EXIT_INTERRUPTED, args.json)
+        return _fail("interrupted", note, EXIT_INTERRUPTED, args.json)
     except Exception as err:
         message = _user_message(err)
         if debug:
             traceback.print_exc()
         if message is not None:
-            return _fail(f"error: {message}", EXIT_USAGE, args.json)
+            return _fail("error", message, EXIT_USAGE, args.json)
         detail = (str(err).strip().splitlines() or [""])[0][:300]
         hint = "" if debug else "; rerun with --debug for the traceback"
         return _fail(
-            f"error: internal error ({type(err).__name__}: {detail}){hint}; "
+            "error",
+            f"internal error ({type(err).__name__}: {detail}){hint}; "
             "this is a bug in r1f, please report it",
             EXIT_BUG,
             args.json,

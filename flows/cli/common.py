@@ -267,15 +267,17 @@ def warn_bad_lines(summary: dict[str, Any], what: str = "left out") -> None:
 # -- files -------------------------------------------------------------------------
 
 
-def input_file(path: str, flag: str) -> Path:
-    """A file the command reads; UserError naming the flag when it is not one."""
+def input_file(path: str, flag: str | None) -> Path:
+    """A file the command reads; UserError naming the flag (None: a positional argument)
+    when it is not one."""
     source = Path(path)
+    where = f"{flag} {source}" if flag else str(source)
     if source.is_dir():
-        raise UserError(f"{flag} {source}: is a directory; name a file")
+        raise UserError(f"{where}: is a directory; name a file")
     if source.exists() and not source.is_file():
-        raise UserError(f"{flag} {source}: not a regular file; name a file")
+        raise UserError(f"{where}: not a regular file; name a file")
     if not source.is_file():
-        raise UserError(f"{flag} {source}: no such file")
+        raise UserError(f"{where}: no such file")
     return source
 
 

@@ -25,6 +25,7 @@ from flows.cli.common import (
     print_table,
     progress_bar,
     warn,
+    warn_bad_lines,
     watch_store,
     when,
 )
@@ -187,7 +188,7 @@ def cmd_datasets_diff(args: argparse.Namespace) -> int:
 def cmd_datasets_import(args: argparse.Namespace) -> int:
     from store.ingest import import_file
 
-    path = input_file(args.file, "FILE")
+    path = input_file(args.file, None)
     if path.suffix.lower() not in (".jsonl", ".parquet"):
         raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
     store = open_store(args, must_exist=False)
@@ -206,6 +207,10 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
+        warn_bad_lines(
+            {"bad_lines": report.invalid, "bad_line_examples": report.bad_line_examples},
+            f"quarantined in {report.table}.quarantine",
+        )
         console = make_console()
         if report.mode == "upsert":
             outcome = (

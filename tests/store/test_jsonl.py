@@ -14,7 +14,7 @@ from store.jsonl import BadLine, atomic_output, parse_line, read_jsonl
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        (b'{"a": ', "invalid JSON (Expecting value at column 7)"),
+        (b'{"a": ', "invalid JSON (Expecting value, column 7)"),
         (b'{"a": "caf\xe9"}', "not UTF-8 (invalid continuation byte at byte 11)"),
         (b'{"a": "\\ud800"}', "invalid JSON (lone surrogate \\ud800 at column 8"),
         (b'{"a": "x\\uDC00"}', "invalid JSON (lone surrogate \\udc00 at column 9"),
