@@ -172,16 +172,6 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
-def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
-    """The path of a file to read, or a ValueError naming it and what is wrong."""
-    source = Path(path)
-    if source.is_dir():
-        raise ValueError(f"{source}: is a directory; the {what} must be a file")
-    if not source.is_file():
-        raise ValueError(f"{source}: no such file")
-    return source
-
-
 def _new_file_mode(target: Path) -> int:
     """Keep an existing file's permissions; a new one gets what open() would give it."""
     with contextlib.suppress(OSError):
