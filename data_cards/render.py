@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from data_cards.stats import NULL_KEY, CardStats, LengthStats
+from store.jsonl import atomic_output
 
 # Hugging Face's size buckets: (exclusive upper bound, label).
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
@@ -499,7 +500,8 @@ def _plot(stats: CardStats, name: str, path: Path) -> None:
     # Outside the axes: a long tail or a spike can sit in any corner of the plot.
     fig.legend(loc="outside right upper", fontsize="small", frameon=False)
     # No "Software" tag: it embeds the matplotlib version, which would change the bytes.
-    fig.savefig(path, format="png", metadata={"Software": None})
+    with atomic_output(path, binary=True) as fh:  # a reader never sees half a PNG
+        fig.savefig(fh, format="png", metadata={"Software": None})
 
 
 def render_card(stats: CardStats, meta: CardMeta, out_dir: Path) -> Path:
@@ -516,5 +518,6 @@ def render_card(stats: CardStats, meta: CardMeta, out_dir: Path) -> Path:
         if name not in wanted:
             (plots / f"{name}.png").unlink(missing_ok=True)
     readme = out_dir / "README.md"
-    readme.write_text(text, encoding="utf-8")
+    with atomic_output(readme) as fh:
+        fh.write(text)
     return readme

@@ -123,7 +123,8 @@ class InputTable:
 class OutputsConfig:
     candidates: str = "sft-candidates"  # every input row with its decision
     mixture: str = "sft-mixture"  # the assembled SFT mixture
-    card_dir: str = "work/cards"  # the card goes to {card_dir}/{mixture}-v{version}/
+    # the card goes to {card_dir}/{mixture}-v{version}/
+    card_dir: str = field(default="work/cards", metadata={"path": True})
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ class RejectionConfig:
 
 @dataclass(frozen=True)
 class DecontamConfig:
-    benchmarks: list[str] = field(default_factory=list)  # JSONL/Parquet files; none: skipped
+    # JSONL/Parquet files; none: skipped
+    benchmarks: list[str] = field(default_factory=list, metadata={"path": True})
     n: list[int] = field(default_factory=lambda: [13])
     fields: list[str] = field(default_factory=lambda: ["prompt", "completion"])
     min_tokens: int = 8

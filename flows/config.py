@@ -30,7 +30,7 @@ class DemoConfig:
     samples_per_prompt: int = 2
     max_tokens: int = 48
     temperature: float = 1.0
-    out_dir: str = "work/demo"
+    out_dir: str = field(default="work/demo", metadata={"path": True})
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ def reference_rows(tasks: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], extra_lines: Sequence[str] = ()) -> None:
-    with path.open("w") as fh:
+    from store.jsonl import atomic_output
+
+    with atomic_output(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for line in extra_lines:

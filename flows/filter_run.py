@@ -31,6 +31,7 @@ same under each.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from filters.pipeline import FilterRunConfig, PipelineReport, Progress, run_filter_pipeline
@@ -42,9 +43,20 @@ from store.store import Store
 WRITER = "r1f filter run"
 
 
-def run_filter(config_path: str | Path, *, progress: Progress | None = None) -> PipelineReport:
-    """Load a run config and run its `filter:` section against its store."""
+def run_filter(
+    config_path: str | Path,
+    *,
+    progress: Progress | None = None,
+    store_root: str | None = None,
+) -> PipelineReport:
+    """Load a run config and run its `filter:` section against its store.
+
+    `store_root` replaces the config's `store.root` (the CLI's `--store`);
+    the config hash in the lineage is the hash of the config as run.
+    """
     cfg = load_run_config(config_path)
+    if store_root is not None:
+        cfg = replace(cfg, store=replace(cfg.store, root=store_root))
     lineage = Lineage(
         writer=WRITER,
         flow_run_id=os.environ.get("PREFECT__FLOW_RUN_ID"),

@@ -120,6 +120,7 @@ class CommitInfo:
     rows_removed: int | None
     rows_updated: int | None
     lineage: Lineage | None  # None for commits made outside r1f
+    mode: str | None = None  # a write's mode as Delta records it: Append, Overwrite, ...
 
     def to_dict(self) -> dict[str, Any]:
         lineage = json.loads(self.lineage.to_json()) if self.lineage else None
@@ -130,6 +131,7 @@ class CommitInfo:
             "rows_added": self.rows_added,
             "rows_removed": self.rows_removed,
             "rows_updated": self.rows_updated,
+            "mode": self.mode,
             "lineage": lineage,
         }
 
@@ -149,4 +151,5 @@ def commit_info_from_delta(entry: dict[str, Any]) -> CommitInfo:
         rows_removed=None if removed is None else int(removed),
         rows_updated=None if updated is None else int(updated),
         lineage=Lineage.from_json(raw) if isinstance(raw, str) else None,
+        mode=(entry.get("operationParameters") or {}).get("mode"),
     )

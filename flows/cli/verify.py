@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
+    EXIT_NO_VALID_INPUT,
     UserError,
     add_command,
+    add_group,
+    input_file,
     make_console,
+    on_interrupt,
+    output_file,
+    positive_int,
+    positive_seconds,
     print_json,
     print_table,
     progress_bar,
+    warn,
+    warn_bad_lines,
 )
 
 
@@ -24,24 +33,33 @@ def _count_lines(path: Path) -> int:
 
 
 def _verify(args: argparse.Namespace, kind: str, run: Callable[..., dict[str, Any]]) -> int:
-    path = Path(args.input)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    progress, advance = progress_bar(f"verifying {kind} in {path.name}", _count_lines(path), "rows")
-    with progress:
-        summary = run(
-            path, args.output, timeout=args.timeout, workers=args.workers, progress=advance
-        )
+    source = input_file(args.input, "--input")
+    target = output_file(args.output, "--output")
+    bar, advance = progress_bar(f"verifying {kind} in {source.name}", _count_lines(source), "rows")
+    # The output is written to a temporary file renamed into place at the end
+    # (store.jsonl.atomic_output): interrupted, the target is left as it was.
+    with on_interrupt(f"{target} was not written (left as it was)"), bar:
+        summary = run(source, target, timeout=args.timeout, workers=args.workers, progress=advance)
+    breakdown = summary.get("reasons") or summary.get("details") or {}
+    bad_input = sum(n for reason, n in breakdown.items() if reason.startswith("bad_input"))
     if args.json:
         print_json(summary)
-        return 0
-    make_console().print(
-        f"{path} -> {args.output}: {summary['rows']:,} rows: {summary['correct']:,} correct, "
-        f"{summary['incorrect']:,} incorrect, {summary['unverifiable']:,} unverifiable"
-    )
-    breakdown = summary.get("reasons") or summary.get("details") or {}
-    print_table(None, ["reason" if kind == "math" else "detail", "rows"], list(breakdown.items()))
+    else:
+        warn_bad_lines(summary, "kept as a bad_input row")
+        make_console().print(
+            f"{source} -> {target}: {summary['rows']:,} rows: {summary['correct']:,} correct, "
+            f"{summary['incorrect']:,} incorrect, {summary['unverifiable']:,} unverifiable"
+        )
+        print_table(
+            None, ["reason" if kind == "math" else "detail", "rows"], list(breakdown.items())
+        )
+    if summary["rows"] == bad_input:
+        warn(f"{source}: no valid rows found (each needs {REQUIRED[kind]})")
+        return EXIT_NO_VALID_INPUT
     return 0
+
+
+REQUIRED = {"math": "'gold' and 'completion'", "code": "'completion' and 'tests'"}
 
 
 def cmd_verify_math(args: argparse.Namespace) -> int:
@@ -62,17 +80,28 @@ def cmd_verify_code(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add `verify` and its subcommands to the top-level subparsers."""
-    verify = commands.add_parser(
-        "verify", help="verify completions: math answers, code against tests"
-    )
-    vf = verify.add_subparsers(dest="verify_command", metavar="COMMAND", required=True)
+    vf = add_group(commands, "verify", "verify completions: math answers, code against tests")
     p = add_command(
         vf, "math", cmd_verify_math, "check answers against gold (sympy, hang-proof worker pool)"
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
+    p.add_argument(
+        "--timeout", type=positive_seconds, default=5.0, help="seconds per check (default 5)"
+    )
     p = add_command(vf, "code", cmd_verify_code, "run code against tests in the sealed sandbox")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per run (default 10)")
+    p.add_argument(
+        "--timeout", type=positive_seconds, default=10.0, help="seconds per run (default 10)"
+    )
     for p in vf.choices.values():
         p.add_argument("--input", required=True, metavar="IN.jsonl")
-        p.add_argument("--output", required=True, metavar="OUT.jsonl")
-        p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+        p.add_argument(
+            "--output",
+            required=True,
+            metavar="OUT.jsonl",
+            help="written atomically; may be the input itself",
+        )
+        p.add_argument(
+            "--workers",
+            type=positive_int,
+            default=os.cpu_count() or 1,
+            help="parallel workers (default: one per CPU)",
+        )

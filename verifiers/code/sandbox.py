@@ -538,6 +538,8 @@ class SandboxPool:
             for _ in range(self.config.retries + 1):
                 nonce = secrets.token_hex(16)
                 try:
+                    if self._closed:  # killed while this run was in flight (Ctrl-C)
+                        raise SandboxError("the sandbox pool is closed")
                     if not worker.alive:
                         self._starter.submit(worker.start).result()
                     header, blobs = worker.run(job, nonce)
@@ -553,6 +555,23 @@ class SandboxPool:
             if self._closed:
                 return
             self._closed = True
+        for worker in self._workers:
+            worker.stop()
+        self._starter.shutdown(wait=True)
+
+    def kill(self) -> None:
+        """End every sandbox now, runs in flight included (Ctrl-C), then close the pool.
+
+        Killing a worker's bwrap takes its whole namespace down (the server is
+        bwrap's child with `--die-with-parent`), so nothing of a run survives;
+        the threads waiting on those runs get a SandboxError at once.
+        """
+        with self._lock:
+            self._closed = True
+        for worker in self._workers:
+            proc = worker.proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         for worker in self._workers:
             worker.stop()
         self._starter.shutdown(wait=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ def test_dedup_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = run(
         capsys, "filter", "dedup", "--input", str(src), "--output", str(tmp_path / "o.jsonl")
     )
-    assert code == 2 and "r1f: error:" in err and "'id' must be" in err
+    # The row is reported and left out; with no row left, the run found no valid input.
+    assert code == 1 and f"{src}:1: no id" in err and "no valid rows" in err
     code, _, err = run(
         capsys, "filter", "dedup", "--input", str(tmp_path / "nope.jsonl"), "--output", "o"
     )
@@ -177,3 +179,52 @@ def test_run_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     config.write_text("filter: {mixture: {max_upsample: 0.5}}\n")
     code, _, err = run(capsys, "filter", "run", "--config", str(config))
     assert code == 2 and "max_upsample must be >= 1.0" in err
+
+
+def test_config_paths_are_relative_to_the_config_and_history_agrees_with_diff(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "data" / "store")
+    rows = [sample(i) for i in range(24)]
+    store.commit(
+        "toy", pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), lineage=Lineage(writer="test")
+    )
+    (tmp_path / "configs").mkdir()
+    shutil.copy(TOY_BENCHMARK, tmp_path / "data" / "bench.jsonl")
+    config = tmp_path / "configs" / "run.yaml"
+    config.write_text(
+        """
+store: {root: ../data/store}
+filter:
+  inputs: [{table: toy}]
+  outputs: {candidates: toy-cands, mixture: toy-mix, card_dir: ../cards}
+  execution: {executor: local, batch_rows: 8}
+  decontam: {benchmarks: [../data/bench.jsonl]}
+  mixture: {tracks: {reasoning: {target: 12}, non_reasoning: {target: 4}}}
+"""
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the config's paths do not depend on where r1f runs
+    for _ in range(2):  # a rerun on unchanged inputs writes the same rows again
+        code, _, err = run(capsys, "filter", "run", "--config", str(config))
+        assert code == 0, err
+    assert (tmp_path / "cards" / "toy-mix-v1" / "README.md").is_file()
+    assert list(elsewhere.iterdir()) == []
+    root = str(store.root)
+    for table in ("toy-cands", "toy-mix"):
+        code, text, _ = run(capsys, "datasets", "history", table, "--store", root, "--json")
+        rerun = json.loads(text)[0]
+        code, text, _ = run(
+            capsys, "datasets", "diff", f"{table}@0", f"{table}@1", "--store", root, "--json"
+        )
+        diff = json.loads(text)
+        assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, 0)
+        assert (rerun["rows_added"], rerun["rows_removed"], rerun["rows_updated"]) == (0, 0, 0)
+    # --store replaces the config's store.root.
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "data" / "store", moved)
+    code, text, err = run(capsys, "filter", "run", "--config", str(config), "--store", str(moved))
+    assert code == 0, err
+    assert Store(moved).latest_version("toy-cands") == 2
+    assert store.latest_version("toy-cands") == 1
