@@ -23,7 +23,9 @@ What it promises:
   values, which come from no file.
 - Other strings are never rewritten.
 - `config_hash` depends only on the resolved values, so it is stable across
-  runs and machines and can be written into lineage.
+  runs and can be written into lineage. Resolved paths are absolute, so the
+  same config file in a checkout at another place hashes differently: the
+  hash names what a run read and wrote, locations included.
 """
 
 from __future__ import annotations
