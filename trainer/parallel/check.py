@@ -29,6 +29,7 @@ class StepRecord:
     biases: dict[str, Tensor]  # router biases after the balancing update
     load: dict[int, Tensor]  # this process's routing counts per layer (its tokens only)
     all_to_all: dict[str, int] = field(default_factory=dict)
+    overlapped_pairs: int = 0
     seconds: list[float] = field(default_factory=list)  # wall time of each timed step
 
 
@@ -85,13 +86,37 @@ def parallel_step(
     result = pm.step(*local)
     pm.update_router_bias(result.expert_load, gamma)
     record = StepRecord(
-        result.loss, pm.full_gradients(), _biases(model), result.expert_load, result.all_to_all
+        result.loss,
+        pm.full_gradients(),
+        _biases(model),
+        result.expert_load,
+        result.all_to_all,
+        result.overlapped_pairs,
     )
     for _ in range(timed_steps):
         start = time.perf_counter()
         pm.step(*local)
         record.seconds.append(time.perf_counter() - start)
     return record
+
+
+def parallel_steps(
+    rank: int,
+    world_size: int,
+    configs: dict[str, ParallelDims],
+    args: ModelArgs,
+    seed: int,
+    tokens: Tensor,
+    targets: Tensor,
+    gamma: float,
+    timed_steps: int = 0,
+) -> dict[str, StepRecord]:
+    """`parallel_step` for several layouts in the same processes, one after the other (one
+    process start for all of them; each builds its own model and mesh)."""
+    return {
+        name: parallel_step(rank, world_size, dims, args, seed, tokens, targets, gamma, timed_steps)
+        for name, dims in configs.items()
+    }
 
 
 def merge_ranks(records: list[StepRecord]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

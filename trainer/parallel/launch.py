@@ -104,14 +104,20 @@ def spawn(
             if failed is None:
                 for p in procs:
                     p.join(timeout=5)
-            outcomes: dict[int, tuple[bool, Any]] = {}
+            outcomes: dict[int, tuple[bool, Any, float]] = {}
             for rank in range(world_size):
                 out = Path(tmp) / f"rank{rank}.pkl"
                 if out.exists():
                     outcomes[rank] = pickle.loads(out.read_bytes())
-            for rank, (ok, value) in sorted(outcomes.items()):
-                if not ok:
-                    raise WorkerError(f"rank {rank} raised:\n{value}")
+            errors = sorted(
+                (when, rank, value) for rank, (ok, value, when) in outcomes.items() if not ok
+            )
+            if errors:
+                # The first to fail is the cause; peers then fail on the broken connection.
+                _, rank, value = errors[0]
+                others = [r for _, r, _ in errors[1:]]
+                also = f" (then ranks {others} failed too)" if others else ""
+                raise WorkerError(f"rank {rank} raised{also}:\n{value}")
             for rank, p in enumerate(procs):
                 if rank not in outcomes:
                     raise WorkerError(f"rank {rank} exited with code {p.exitcode}")
@@ -137,9 +143,9 @@ def _worker(
     torch.set_num_threads(threads)
     try:
         init_distributed(rank=rank, world_size=world_size, init_method=init_method)
-        result: tuple[bool, Any] = (True, fn(rank, world_size, *args))
+        result: tuple[bool, Any, float] = (True, fn(rank, world_size, *args), time.time())
     except BaseException:
-        result = (False, traceback.format_exc())
+        result = (False, traceback.format_exc(), time.time())
     tmp = out_dir / f".rank{rank}.pkl"
     tmp.write_bytes(pickle.dumps(result))
     tmp.replace(out_dir / f"rank{rank}.pkl")

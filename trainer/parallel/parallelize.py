@@ -34,6 +34,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from trainer.model import Transformer, add_expert_load, update_router_bias
 from trainer.parallel.data import DataParallelMode, apply_ddp, apply_fsdp, reduce_gradients
 from trainer.parallel.expert import AllToAllMeter, apply_expert_parallel, expert_groups
+from trainer.parallel.overlap import OverlapCounter, register_overlap
 from trainer.parallel.pipeline import (
     SCHEDULE_NAMES,
     ScheduleName,
@@ -73,6 +74,11 @@ class ParallelDims:
             raise ValueError(f"ParallelDims.data_parallel={self.data_parallel!r}: fsdp or ddp")
         if self.overlap and (self.schedule != "dualpipev" or self.pp == 1):
             raise ValueError("ParallelDims.overlap needs schedule='dualpipev' and pp > 1")
+        if self.overlap and self.data_parallel == "fsdp" and self.data_size > 1:
+            raise ValueError(
+                "ParallelDims.overlap with FSDP: its gathers and reductions from the overlapped "
+                "forward and backward would share one process group; use data_parallel='ddp'"
+            )
 
     @property
     def world_size(self) -> int:
@@ -107,6 +113,8 @@ class StepResult:
     expert_load: dict[int, Tensor]
     # Expert all-to-all traffic this rank sent during the step (AllToAllMeter fields).
     all_to_all: dict[str, int] = field(default_factory=dict)
+    # DualPipeV with overlap: forward/backward pairs this rank ran concurrently.
+    overlapped_pairs: int = 0
 
 
 class ParallelModel:
@@ -155,6 +163,7 @@ class ParallelModel:
         self.parts = parts
         self._schedule: Any = None
         self._schedule_shape: tuple[int, int] | None = None
+        self._overlap: OverlapCounter | None = None
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -169,6 +178,8 @@ class ParallelModel:
             )
         if self.meter is not None:
             self.meter.reset()
+        if self._overlap is not None:
+            self._overlap.pairs = 0
         if self.dims.pp > 1:
             local_loss, load = self._pipeline_step(tokens, targets)
         else:
@@ -189,7 +200,8 @@ class ParallelModel:
             dist.all_reduce(loss, group=self.data_group)
             loss /= self.dims.data_size
         snapshot = self.meter.snapshot() if self.meter is not None else {}
-        return StepResult(float(loss.item()), load, snapshot)
+        pairs = self._overlap.pairs if self._overlap is not None else 0
+        return StepResult(float(loss.item()), load, snapshot, pairs)
 
     def _accumulation_step(
         self, tokens: Tensor, targets: Tensor
@@ -231,9 +243,7 @@ class ParallelModel:
             )
             self._schedule_shape = shape
             if self.dims.overlap:
-                from trainer.parallel.overlap import register_overlap
-
-                register_overlap(self._schedule)
+                self._overlap = register_overlap(self._schedule)
         elif shape != self._schedule_shape:
             raise ValueError(
                 f"pipeline stages were built for micro-batches of {self._schedule_shape} "
