@@ -17,7 +17,8 @@ mean over its own tokens, so the global gradient is the mean over the data group
   well, i.e. divided by dp x ep in all.
 
 FSDP2 shards each Block (and the root) over the data group and each MoE layer's local experts
-over "dp", with the gradient divide factor set to dp x ep. DDP keeps the routed experts out of
+over "dp" (averaging over dp), and `divide_expert_gradients` divides those by ep after the
+step. DDP keeps the routed experts out of
 its buckets (`reduce_gradients` averages them after the backward). Under a pipeline
 schedule DDP's hooks are not used at all: `reduce_gradients` averages every gradient after
 the schedule has run (see its docstring for why).
@@ -60,7 +61,7 @@ def _owner_is_ep(root: nn.Module, name: str) -> bool:
 
 
 def apply_fsdp(
-    module: nn.Module, data_mesh: DeviceMesh, expert_mesh: DeviceMesh | None, ep_size: int
+    module: nn.Module, data_mesh: DeviceMesh, expert_mesh: DeviceMesh | None
 ) -> nn.Module:
     """Shard `module` (a Transformer or a pipeline stage module) with FSDP2, in place.
 
@@ -72,12 +73,11 @@ def apply_fsdp(
     for block in list(blocks_in(module)):
         ffn = block.ffn
         if isinstance(ffn, ExpertParallelMoE) and expert_mesh is not None:
-            # This rank's experts as one FSDP group (one all-gather for all of them).
-            local = list(ffn.local_experts())
-            fully_shard(local, mesh=expert_mesh)
-            head = local[0]
-            assert isinstance(head, FSDPModule)
-            head.set_gradient_divide_factor(float(expert_mesh.size() * ep_size))
+            # This rank's experts as one FSDP group (one all-gather for all of them), averaged
+            # over "dp"; `divide_expert_gradients` adds the factor ep after the step. (FSDP's
+            # own divide factor would be exact in one go, but it reduces with PREMUL_SUM,
+            # which gloo does not have.)
+            fully_shard(list(ffn.local_experts()), mesh=expert_mesh)
         fully_shard(block, mesh=data_mesh)
     fully_shard(module, mesh=data_mesh)
     assert isinstance(module, FSDPModule)
@@ -103,6 +103,15 @@ def apply_ddp(module: nn.Module, data_group: dist.ProcessGroup) -> nn.Module:
         # is identical everywhere already; a broadcast every forward would only cost time.
         broadcast_buffers=False,
     )
+
+
+@torch.no_grad()
+def divide_expert_gradients(module: nn.Module, ep_size: int) -> None:
+    """Under FSDP: the factor ep the experts' averaging over "dp" leaves out (FSDP shards
+    divide in place)."""
+    for _, param in expert_parameters(module):
+        if param.grad is not None:
+            param.grad.div_(ep_size)
 
 
 @torch.no_grad()

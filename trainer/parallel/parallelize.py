@@ -32,7 +32,13 @@ from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from trainer.model import Transformer, add_expert_load, update_router_bias
-from trainer.parallel.data import DataParallelMode, apply_ddp, apply_fsdp, reduce_gradients
+from trainer.parallel.data import (
+    DataParallelMode,
+    apply_ddp,
+    apply_fsdp,
+    divide_expert_gradients,
+    reduce_gradients,
+)
 from trainer.parallel.expert import AllToAllMeter, apply_expert_parallel, expert_groups
 from trainer.parallel.overlap import OverlapCounter, register_overlap
 from trainer.parallel.pipeline import (
@@ -152,7 +158,7 @@ class ParallelModel:
         self._manual_reduce: Literal["none", "experts", "all"] = "none"
         if data_mesh is not None and dims.data_parallel == "fsdp":
             expert_mesh = mesh["dp"] if dims.ep > 1 else None
-            parts = [apply_fsdp(p, data_mesh, expert_mesh, dims.ep) for p in parts]
+            parts = [apply_fsdp(p, data_mesh, expert_mesh) for p in parts]
         elif data_mesh is not None and dims.pp == 1:
             assert self.data_group is not None
             parts = [apply_ddp(p, self.data_group) for p in parts]
@@ -184,6 +190,9 @@ class ParallelModel:
             local_loss, load = self._pipeline_step(tokens, targets)
         else:
             local_loss, load = self._accumulation_step(tokens, targets)
+        if self.dims.data_parallel == "fsdp" and self.dims.ep > 1 and self.data_group is not None:
+            for part in self.parts:
+                divide_expert_gradients(part, self.dims.ep)
         if self._manual_reduce != "none":
             for part in self.parts:
                 reduce_gradients(

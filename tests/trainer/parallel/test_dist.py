@@ -39,6 +39,7 @@ TWO_RANKS = {
     "dp-fsdp": ParallelDims(dp=2, microbatches=2),
     "dp-ddp": ParallelDims(dp=2, microbatches=2, data_parallel="ddp"),
     "ep": ParallelDims(ep=2),
+    "ep-ddp": ParallelDims(ep=2, data_parallel="ddp"),
     "pp-1f1b": ParallelDims(pp=2, microbatches=4),
     "pp-dualpipev": ParallelDims(pp=2, microbatches=4, schedule="dualpipev"),
     "pp-dualpipev-overlap": ParallelDims(pp=2, microbatches=4, schedule="dualpipev", overlap=True),
@@ -53,6 +54,9 @@ FOUR_RANKS = {
 }
 
 
+FULL_MESH = ParallelDims(pp=2, dp=2, ep=2, microbatches=4, schedule="dualpipev")
+
+
 def model_args() -> ModelArgs:
     # 4 layers (the first dense) + 1 MTP module, 8 experts in 4 groups, balance loss on.
     return tiny(vocab_size=64, seq_aux_alpha=0.01)
@@ -64,8 +68,8 @@ def global_batch(size: int, seq: int = 16) -> tuple[Tensor, Tensor]:
 
 
 @functools.cache
-def reference() -> StepRecord:
-    return reference_step(model_args(), SEED, *global_batch(8), GAMMA)
+def reference(batch: int = 8) -> StepRecord:
+    return reference_step(model_args(), SEED, *global_batch(batch), GAMMA)
 
 
 @functools.cache
@@ -80,8 +84,8 @@ def run(world_size: int) -> dict[str, list[StepRecord]]:
     return {name: [ranks[name] for ranks in per_rank] for name in configs}
 
 
-def assert_matches_reference(records: list[StepRecord]) -> None:
-    ref = reference()
+def assert_matches_reference(records: list[StepRecord], batch: int = 8) -> None:
+    ref = reference(batch)
     for record in records:  # every rank reports the global loss
         assert record.loss == pytest.approx(ref.loss, rel=1e-6, abs=0)
     grads, biases = merge_ranks(records)
@@ -165,3 +169,15 @@ def test_all_to_all_volume_equals_the_routing(world_size: int, name: str) -> Non
     ]
     assert measured == expected
     assert all(e["dispatch_rows"] > 0 for e in expected)
+
+
+@pytest.mark.slow
+def test_pp_dp_ep_on_one_mesh_matches_one_process() -> None:
+    """All three at once: 8 processes, mesh (pp=2, dp=2, ep=2), DualPipeV, FSDP2."""
+    per_rank = spawn(
+        parallel_steps,
+        FULL_MESH.world_size,
+        ({"full": FULL_MESH}, model_args(), SEED, *global_batch(16), GAMMA),
+        timeout_s=DEADLINE_S * 2,
+    )
+    assert_matches_reference([ranks["full"] for ranks in per_rank], batch=16)
