@@ -137,9 +137,8 @@ class Schedule:
         for key, kinds in seen.items():
             if sorted(kinds) not in (["B", "F"], ["F", "I", "W"]):
                 raise ValueError(f"{self.name}: pipe/stage/micro-batch {key} runs {kinds}")
-        expected = (
-            len(self.placement) * self.n_microbatches // (1 + max(p for p, _ in self.placement))
-        )
+        n_pipes = len({pipe for pipe, _ in self.placement})
+        expected = len(self.placement) * (self.n_microbatches // n_pipes)
         if len(seen) != expected:
             raise ValueError(f"{self.name}: {len(seen)} chunk-micro-batches, expected {expected}")
 
@@ -607,32 +606,25 @@ def _draw_slot(ax: object, slot: Slot, rank: int, times: OpTimes, rectangle: typ
 # Command line
 
 
-def table(n_stages: int, n_microbatches: dict[str, int], times: OpTimes) -> list[dict[str, object]]:
-    """One row per schedule: simulated bubble, parameters, activations, devices, beside the
-    table's formulas and whether the formula's conditions hold."""
-    rows = []
-    for name in SCHEDULES:
-        result = simulate(BUILDERS[name](n_stages, n_microbatches[name]), times)
-        f = formulas(name, n_stages, times)
-        rows.append(
-            {
-                "schedule": name,
-                "microbatches": n_microbatches[name],
-                "bubble": result.bubble,
-                "bubble_formula": f.bubble,
-                "idle_per_rank": list(result.idle),
-                "parameters": result.parameters,
-                "parameters_formula": f.parameters,
-                "activations": result.activations,
-                "activations_formula": f.activations,
-                "devices": result.schedule.n_ranks,
-                "devices_formula": f.devices,
-                "step_time": result.makespan,
-                "formula_exact": formula_exact(name, n_stages, n_microbatches[name], times),
-                "result": result,
-            }
+@dataclass(frozen=True)
+class TableEntry:
+    """One schedule simulated beside its row of the table."""
+
+    result: Result
+    formula: TableRow
+    exact: bool  # the formula's conditions hold, so the two must agree
+
+
+def table(n_stages: int, n_microbatches: dict[str, int], times: OpTimes) -> list[TableEntry]:
+    """Every schedule simulated at PP = n_stages, beside the table's formulas."""
+    return [
+        TableEntry(
+            simulate(BUILDERS[name](n_stages, n_microbatches[name]), times),
+            formulas(name, n_stages, times),
+            formula_exact(name, n_stages, n_microbatches[name], times),
         )
-    return rows
+        for name in SCHEDULES
+    ]
 
 
 def default_microbatches(n_stages: int) -> dict[str, int]:
@@ -665,17 +657,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     print(f"PP={args.pp} F={times.F:g} B={times.B:g} W={times.W:g} F&B={times.FB:g}")
-    print(
-        f"{'schedule':<10} {'m':>3} {'bubble':>8} {'formula':>8} {'params':>6} {'act':>4} {'dev':>4}  exact"
-    )
-    for row in rows:
+    print("schedule     m   bubble  formula  params  act  dev  conditions hold")
+    for e in rows:
+        r, f = e.result, e.formula
         print(
-            f"{row['schedule']:<10} {row['microbatches']:>3} {row['bubble']:>8.3g} "
-            f"{row['bubble_formula']:>8.3g} {row['parameters']:>6} {row['activations']:>4} "
-            f"{row['devices']:>4}  {row['formula_exact']}"
+            f"{r.schedule.name:<10} {r.schedule.n_microbatches:>3} {r.bubble:>8.3g} "
+            f"{f.bubble:>8.3g} {r.parameters:>6}x {r.activations:>4} {r.schedule.n_ranks:>4}  "
+            f"{e.exact}"
         )
     if args.png is not None:
-        draw_timeline([row["result"] for row in rows], args.png)  # type: ignore[misc]
+        draw_timeline([e.result for e in rows], args.png)
         print(f"timeline: {args.png}")
     return 0
 

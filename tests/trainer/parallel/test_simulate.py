@@ -167,7 +167,7 @@ def test_timeline_png(tmp_path: object) -> None:
 
     assert isinstance(tmp_path, Path)
     rows = table(4, {"1F1B": 8, "ZB1P": 8, "DualPipe": 8, "DualPipeV": 4}, OpTimes(1, 2, 1, 3))
-    out = draw_timeline([row["result"] for row in rows], tmp_path / "t.png")  # type: ignore[misc]
+    out = draw_timeline([e.result for e in rows], tmp_path / "t.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["t.png"]  # no temp file left behind
