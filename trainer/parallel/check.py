@@ -76,7 +76,7 @@ def parallel_step(
 ) -> StepRecord:
     """One rank's share of the step on the global batch (every rank gets the whole batch and
     reads its own slice). With `timed_steps`, that many further steps are timed afterwards
-    (gradients accumulate across them; the returned figures are the first step's)."""
+    (the returned figures are the first step's)."""
     torch.manual_seed(seed)
     model = Transformer(args)
     pm = parallelize(model, dims)
@@ -94,6 +94,8 @@ def parallel_step(
         result.overlapped_pairs,
     )
     for _ in range(timed_steps):
+        for param in pm.parameters():
+            param.grad = None
         start = time.perf_counter()
         pm.step(*local)
         record.seconds.append(time.perf_counter() - start)

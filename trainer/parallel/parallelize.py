@@ -176,7 +176,9 @@ class ParallelModel:
     def step(self, tokens: Tensor, targets: Tensor) -> StepResult:
         """Forward and backward of this rank's slice of the global batch, (B, T) tokens and
         their next-token targets; B must divide into `dims.microbatches` equal micro-batches.
-        Every rank calls it (pipeline ranks without the first or last stage ignore the data)."""
+        Every rank calls it (pipeline ranks without the first or last stage ignore the data).
+        Gradients must be zero (or None) on entry: one call is one optimizer step's worth, and
+        its averaging over ranks acts on whatever the parameters hold."""
         if tokens.shape[0] % self.dims.microbatches:
             raise ValueError(
                 f"a batch of {tokens.shape[0]} sequences does not split into "
