@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-ray check bench bench-quick clean
+.PHONY: setup demo test test-dist test-slow test-ray check bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,12 @@ demo: setup
 	$(VENV)/bin/r1f demo
 
 test: setup
-	$(PY) -m pytest -m "not slow and not gpu and not vllm and not ray" -n 2
+	$(PY) -m pytest -m "not slow and not gpu and not vllm and not ray and not dist" -n 2
+
+# Data, expert and pipeline parallelism against a single process: each test starts 2 or 4
+# local processes (gloo on loopback), so they run on their own, without xdist.
+test-dist: setup
+	$(PY) -m pytest -m "dist and not slow"
 
 # Ray is an optional extra (several hundred MB); this installs its core and
 # runs the filter steps on a local Ray cluster (loopback only).
