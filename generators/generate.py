@@ -117,9 +117,12 @@ class GenerateConfig:
     shard_prompts: int = 64  # prompts per shard: one commit each, one Prefect task each
 
     def __post_init__(self) -> None:
-        from store.store import check_table_name
+        from store.store import StoreError, check_table_name
 
-        check_table_name(self.table)
+        try:
+            check_table_name(self.table)
+        except StoreError as err:
+            raise ValueError(str(err)) from None
         if self.shard_prompts < 1:
             raise ValueError(f"shard_prompts must be >= 1, got {self.shard_prompts}")
 
