@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
+    StageBar,
     UserError,
     add_command,
     make_console,
@@ -15,58 +16,13 @@ from flows.cli.common import (
 )
 
 
-class _StageBar:
-    """`r1f filter run` progress on stderr: one bar per stage, each left with its time."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=make_console(stderr=True),
-        )
-        self.task: Any = None
-
-    def _finish(self) -> None:
-        if self.task is None:
-            return
-        task = self.bar.tasks[-1]
-        done = task.total or task.completed or 1
-        self.bar.update(self.task, total=done, completed=done)
-        self.bar.stop_task(self.task)
-
-    def stage(self, name: str, total: int | None) -> None:
-        self._finish()
-        self.task = self.bar.add_task(name, total=total)
-
-    def advance(self, rows: int) -> None:
-        self.bar.advance(self.task, rows)
-
-    def __enter__(self) -> _StageBar:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._finish()
-        self.bar.stop()
-
-
 def cmd_filter_run(args: argparse.Namespace) -> int:
     from filters.executor import ExecutorError
     from filters.pipeline import PipelineError
     from flows.filter_run import run_filter
 
     try:
-        with _StageBar() as bar:
+        with StageBar() as bar:
             report = run_filter(args.config, progress=bar)
     except (PipelineError, ExecutorError) as err:
         raise UserError(str(err)) from None

@@ -17,7 +17,7 @@ from flows.cli.common import (
 
 
 def cmd_model_init(args: argparse.Namespace) -> int:
-    from flows.toy import toy_corpus
+    from generators.tasks.corpus import toy_corpus
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer

@@ -1,4 +1,5 @@
-"""`r1f verify math|code`: judge completions in a JSONL file."""
+"""`r1f verify math|code`: judge completions in a JSONL file; `r1f verify table`: judge a
+stored table version and commit the verdicts (`verifiers.judge`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
+    DEFAULT_STORE,
+    StageBar,
     UserError,
     add_command,
+    cli_lineage,
     make_console,
+    open_store,
+    parse_ref,
     print_json,
     print_table,
     progress_bar,
@@ -60,6 +66,63 @@ def cmd_verify_code(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
 
 
+def cmd_verify_table(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from verifiers.code import SandboxUnavailable
+    from verifiers.judge import JudgeConfig, judge
+
+    table, version = parse_ref(args.ref)
+    try:
+        cfg = JudgeConfig(
+            table,
+            workers=args.workers,
+            math_timeout=args.math_timeout,
+            code_timeout=args.code_timeout,
+        )
+    except ValueError as err:
+        raise UserError(f"{_flag_for(str(err))}{err}") from None
+    store = open_store(args)
+    # Resolve the version before any progress is drawn: an unknown table or version is then
+    # the only line printed.
+    cfg = replace(cfg, table=f"{table}@{store.info(table, version).version}")
+    try:
+        with StageBar() as bar:
+            report = judge(store, cfg, cli_lineage("r1f verify table"), progress=bar)
+    except SandboxUnavailable as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    after = (
+        f"-> {report.table}@{report.version}"
+        if report.changed
+        else f"unchanged, still {report.table}@{report.version}"
+    )
+    make_console().print(
+        f"Judged {report.table}@{report.judged_version}: {report.rows:,} samples, "
+        f"{report.changed:,} with new verdicts {after}"
+    )
+    print_table(
+        None,
+        ["verifier", "verdict", "samples"],
+        [(v, verdict, n) for v, counts in report.verdicts.items() for verdict, n in counts.items()],
+    )
+    return 0
+
+
+def _flag_for(message: str) -> str:
+    """The command-line flag a JudgeConfig message is about, as a prefix."""
+    for field, flag in (
+        ("workers", "--workers"),
+        ("math_timeout", "--math-timeout"),
+        ("code_timeout", "--code-timeout"),
+    ):
+        if message.startswith(field):
+            return f"{flag}: "
+    return ""
+
+
 def register(commands: Any) -> None:
     """Add `verify` and its subcommands to the top-level subparsers."""
     verify = commands.add_parser(
@@ -76,3 +139,18 @@ def register(commands: Any) -> None:
         p.add_argument("--input", required=True, metavar="IN.jsonl")
         p.add_argument("--output", required=True, metavar="OUT.jsonl")
         p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p = add_command(
+        vf,
+        "table",
+        cmd_verify_table,
+        "judge a stored table version (math, code, format) and commit the verdicts",
+    )
+    p.add_argument("ref", metavar="NAME[@VERSION]", help="the table (default: its latest version)")
+    p.add_argument(
+        "--store",
+        default=os.environ.get("R1F_STORE", DEFAULT_STORE),
+        help="store root: a directory or object-store URI (default: $R1F_STORE or work/store)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="math workers and sandboxes (default 2)")
+    p.add_argument("--math-timeout", type=float, default=5.0, help="seconds per math check")
+    p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per code run")

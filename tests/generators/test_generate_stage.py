@@ -57,7 +57,12 @@ def run(store, backend, **kw):
 def test_samples_do_not_depend_on_sharding_and_reruns_add_nothing(backend, tmp_path):
     one = Store(tmp_path / "one")
     report = run(one, backend, shard_prompts=64)
-    assert (report.prompts, report.shards, report.generated, report.already_present) == (8, 1, 16, 0)
+    assert (report.prompts, report.shards, report.generated, report.already_present) == (
+        8,
+        1,
+        16,
+        0,
+    )
     assert one.latest_version("gen") == 0
 
     three = Store(tmp_path / "three")
@@ -149,7 +154,9 @@ def test_prompts_from_a_table_and_a_prompt_too_long_for_the_model(backend, tmp_p
         }
     )
     lineage = Lineage(writer="tests")
-    store.commit("ref", pa.Table.from_pylist([*reference, huge], schema=SAMPLE_SCHEMA), lineage=lineage)
+    store.commit(
+        "ref", pa.Table.from_pylist([*reference, huge], schema=SAMPLE_SCHEMA), lineage=lineage
+    )
 
     report = run(store, backend, prompts=PromptsConfig(table="ref@0"))
     assert report.prompts == 6
