@@ -191,3 +191,14 @@ def test_config_errors_name_the_key():
     for override, message in bad:
         with pytest.raises(ConfigError, match=message):
             config_from_dict({**base, **override}, GenerateConfig, source="gen.yaml")
+
+
+def test_the_example_run_config_loads():
+    from pathlib import Path
+
+    from flows.config import load_run_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "generate-openai.example.yaml"
+    cfg = load_run_config(path)
+    assert cfg.generate is not None and cfg.generate.backend.kind == "openai"
+    assert cfg.judge is not None and cfg.judge.table == cfg.generate.table
