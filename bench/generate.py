@@ -183,9 +183,9 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.prompts = args.prompts or (8 if args.quick else 32)
-    args.max_tokens = args.max_tokens or (32 if args.quick else 128)
-    args.reps = args.reps or (1 if args.quick else 3)
+    args.prompts = args.prompts or (8 if args.quick else 16)
+    args.max_tokens = args.max_tokens or (32 if args.quick else 64)
+    args.reps = args.reps or (1 if args.quick else 2)
     if args.vllm_child:
         vllm_child(args)
         return

