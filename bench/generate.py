@@ -15,10 +15,11 @@ What it measures:
    kept); tokens/s counts the completion tokens each backend reports. `ratio` is ours over
    vLLM's tokens/s. Both use every core (torch threads = cores for ours; vLLM's CPU worker
    binds its OpenMP threads to the cores).
-2. The `openai` backend against the loopback server (`generators.backends.loopback`): with an
-   instant server, samples/s is the client's own ceiling (HTTP, JSON, retry and rate-limit
-   machinery, one request per sample); with a server that spends `--ms-per-token` per token,
-   concurrency 32 against 1 shows the overlap the async client gets.
+2. The `openai` backend against the loopback server (`generators.backends.loopback`, in a
+   process of its own): with an instant server, samples/s is the client's ceiling plus the
+   server's (HTTP, JSON, the retry and rate-limit machinery, one request per sample); with a
+   server that spends `--ms-per-token` per token, concurrency 32 against 1 shows the overlap
+   the async client gets.
 
 The last line is one JSON object with every figure.
 """
@@ -148,7 +149,6 @@ def run_vllm(python: Path, model: Path, args: argparse.Namespace) -> dict[str, A
 def run_openai(args: argparse.Namespace) -> dict[str, Any]:
     from generators.backends.base import Sampling
     from generators.backends.config import OpenAIConfig
-    from generators.backends.loopback import LoopbackServer
     from generators.backends.openai_compatible import OpenAIBackend
 
     requests = requests_for(args.prompts, args.n)
@@ -160,12 +160,29 @@ def run_openai(args: argparse.Namespace) -> dict[str, Any]:
         ("slow_c1", args.ms_per_token / 1000, 1),
     ]
     for name, per_token, concurrency in cases:
-        with LoopbackServer(seconds_per_token=per_token) as server:
-            cfg = OpenAIConfig(
-                base_url=server.base_url, model=server.model, concurrency=concurrency
-            )
+        # The server in a process of its own: in this one it would share the interpreter
+        # lock with the client, and measure itself.
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "generators.backends.loopback",
+                "--seconds-per-token",
+                str(per_token),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            assert server.stdout is not None
+            base_url = server.stdout.readline().strip()
+            cfg = OpenAIConfig(base_url=base_url, model="loopback", concurrency=concurrency)
             with OpenAIBackend(cfg) as backend:
                 figures[name] = timed(backend, requests, sampling, args.reps)
+        finally:
+            server.terminate()
+            server.wait()
     return figures
 
 

@@ -302,3 +302,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def main() -> None:
+    """`python -m generators.backends.loopback [--seconds-per-token S]`: serve until killed,
+    printing the base URL first (benchmarks run the server in a process of its own, so that
+    it does not share the client's interpreter lock)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seconds-per-token", type=float, default=0.0)
+    parser.add_argument("--model", default="loopback")
+    args = parser.parse_args()
+    with LoopbackServer(seconds_per_token=args.seconds_per_token, model=args.model) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
