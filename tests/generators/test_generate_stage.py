@@ -23,8 +23,19 @@ from store.store import Store
 ONE_OF_EACH = {name: 1 for name in SOURCES}  # 8 prompts, both tracks
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread: the tests run two to a machine of two cores (xdist), as the trainer's do."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
+def backend(tmp_path_factory, one_torch_thread):
     from generators.backends.local import LocalBackend
     from trainer.init import init_checkpoint, model_args
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
