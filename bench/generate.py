@@ -105,11 +105,12 @@ def vllm_child(args: argparse.Namespace) -> None:
     load = time.perf_counter() - began
     sampling = Sampling(temperature=1.0, max_tokens=args.max_tokens)
     result = timed(backend, requests_for(args.prompts, args.n), sampling, args.reps)
-    import torch
     import vllm
 
     result.update(
-        load_seconds=rounded(load, 1), version=vllm.__version__, threads=torch.get_num_threads()
+        load_seconds=rounded(load, 1),
+        version=vllm.__version__,
+        threads_bind=os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
     )
     Path(args.result).write_text(json.dumps(result))
 
@@ -281,7 +282,7 @@ def main() -> None:
         "vllm_samples_per_s": vllm["samples_per_s"] if vllm else None,
         "vllm_tokens": vllm["tokens"] if vllm else None,
         "vllm_load_seconds": vllm["load_seconds"] if vllm else None,
-        "vllm_threads": vllm["threads"] if vllm else None,
+        "vllm_threads_bind": vllm["threads_bind"] if vllm else None,
         "ratio": rounded(local["tok_s"] / vllm["tok_s"], 3) if vllm else None,
         "openai_instant_samples_per_s": served["instant_c32"]["samples_per_s"],
         "openai_slow_c32_samples_per_s": served["slow_c32"]["samples_per_s"],
