@@ -143,7 +143,9 @@ def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out
     )
     generation = GenerateConfig(
         table=table,
-        backend=BackendConfig(kind="local", local=LocalConfig(model_dir=str(model_dir))),
+        # One torch thread: on two shared cores a second OpenMP thread mostly waits (measured
+        # here under load: 2.5 s on one thread, 83 s on two, for this step).
+        backend=BackendConfig(kind="local", local=LocalConfig(model_dir=str(model_dir), threads=1)),
         prompts=PromptsConfig(
             sources={name: demo.generate_prompts_per_source for name in SOURCES}, seed=cfg.seed
         ),
