@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filters.pipeline import FilterRunConfig
+from generators.generate import GenerateConfig
 from store.config import load_config
 from store.store import StoreConfig
+from verifiers.judge import JudgeConfig
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class RunConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     filter: FilterRunConfig = field(default_factory=FilterRunConfig)
+    # Generation into the store (generators.generate) and judging a table (verifiers.judge):
+    # absent unless the run has them (each needs its own table, and generation a model).
+    generate: GenerateConfig | None = None
+    judge: JudgeConfig | None = None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -241,6 +241,52 @@ def progress_bar(description: str, total: int | None, unit: str) -> Any:
     return bar, lambda n: bar.advance(task, n)
 
 
+class StageBar:
+    """A stage function's progress on stderr (`stage(name, total)`, `advance(rows)`): one bar
+    per stage, each left on screen with its time."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=make_console(stderr=True),
+        )
+        self.task: Any = None
+
+    def _finish(self) -> None:
+        if self.task is None:
+            return
+        task = self.bar.tasks[-1]
+        done = task.total or task.completed or 1
+        self.bar.update(self.task, total=done, completed=done)
+        self.bar.stop_task(self.task)
+
+    def stage(self, name: str, total: int | None) -> None:
+        self._finish()
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, rows: int) -> None:
+        self.bar.advance(self.task, rows)
+
+    def __enter__(self) -> StageBar:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish()
+        self.bar.stop()
+
+
 def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):

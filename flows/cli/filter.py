@@ -7,6 +7,7 @@ from typing import Any
 
 from flows.cli.common import (
     EXIT_NO_VALID_INPUT,
+    StageBar,
     UserError,
     add_command,
     add_group,
@@ -24,51 +25,6 @@ from flows.cli.common import (
 )
 
 
-class _StageBar:
-    """`r1f filter run` progress on stderr: one bar per stage, each left with its time."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=make_console(stderr=True),
-        )
-        self.task: Any = None
-
-    def _finish(self) -> None:
-        if self.task is None:
-            return
-        task = self.bar.tasks[-1]
-        done = task.total or task.completed or 1
-        self.bar.update(self.task, total=done, completed=done)
-        self.bar.stop_task(self.task)
-
-    def stage(self, name: str, total: int | None) -> None:
-        self._finish()
-        self.task = self.bar.add_task(name, total=total)
-
-    def advance(self, rows: int) -> None:
-        self.bar.advance(self.task, rows)
-
-    def __enter__(self) -> _StageBar:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._finish()
-        self.bar.stop()
-
-
 def cmd_filter_run(args: argparse.Namespace) -> int:
     from filters.executor import ExecutorError
     from filters.pipeline import PipelineError
@@ -79,7 +35,7 @@ def cmd_filter_run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config)
     store = Store(args.store or cfg.store.root, cfg.store.storage_options)
     try:
-        with watch_store(store, "rerun the same command to finish"), _StageBar() as bar:
+        with watch_store(store, "rerun the same command to finish"), StageBar() as bar:
             report = run_filter(args.config, progress=bar, store_root=args.store)
     except (PipelineError, ExecutorError, ValueError) as err:  # ValueError: a benchmark file
         raise UserError(str(err)) from None

@@ -31,7 +31,7 @@ def unreadable_checkpoint(path: str, err: BaseException) -> UserError:
 
 
 def cmd_model_init(args: argparse.Namespace) -> int:
-    from flows.toy import toy_corpus
+    from generators.tasks.corpus import toy_corpus
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer

@@ -1,4 +1,5 @@
-"""`r1f verify math|code`: judge completions in a JSONL file."""
+"""`r1f verify math|code`: judge completions in a JSONL file; `r1f verify table`: judge a
+stored table version and commit the verdicts (`verifiers.judge`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from typing import Any
 
 from flows.cli.common import (
     EXIT_NO_VALID_INPUT,
+    StageBar,
     UserError,
     add_command,
     add_group,
+    cli_lineage,
     input_file,
     make_console,
     on_interrupt,
+    open_store,
     output_file,
+    parse_ref,
     positive_int,
     positive_seconds,
     print_json,
@@ -24,6 +29,7 @@ from flows.cli.common import (
     progress_bar,
     warn,
     warn_bad_lines,
+    watch_store,
 )
 
 
@@ -78,6 +84,63 @@ def cmd_verify_code(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
 
 
+def cmd_verify_table(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from verifiers.code import SandboxUnavailable
+    from verifiers.judge import JudgeConfig, judge
+
+    table, version = parse_ref(args.ref)
+    try:
+        cfg = JudgeConfig(
+            table,
+            workers=args.workers,
+            math_timeout=args.math_timeout,
+            code_timeout=args.code_timeout,
+        )
+    except ValueError as err:
+        raise UserError(f"{_flag_for(str(err))}{err}") from None
+    store = open_store(args)
+    # Resolve the version before any progress is drawn: an unknown table or version is then
+    # the only line printed.
+    cfg = replace(cfg, table=f"{table}@{store.info(table, version).version}")
+    try:
+        with watch_store(store, "rerun the same command to finish"), StageBar() as bar:
+            report = judge(store, cfg, cli_lineage("r1f verify table"), progress=bar)
+    except SandboxUnavailable as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    after = (
+        f"-> {report.table}@{report.version}"
+        if report.changed
+        else f"unchanged, still {report.table}@{report.version}"
+    )
+    make_console().print(
+        f"Judged {report.table}@{report.judged_version}: {report.rows:,} samples, "
+        f"{report.changed:,} with new verdicts {after}"
+    )
+    print_table(
+        None,
+        ["verifier", "verdict", "samples"],
+        [(v, verdict, n) for v, counts in report.verdicts.items() for verdict, n in counts.items()],
+    )
+    return 0
+
+
+def _flag_for(message: str) -> str:
+    """The command-line flag a JudgeConfig message is about, as a prefix."""
+    for field, flag in (
+        ("workers", "--workers"),
+        ("math_timeout", "--math-timeout"),
+        ("code_timeout", "--code-timeout"),
+    ):
+        if message.startswith(field):
+            return f"{flag}: "
+    return ""
+
+
 def register(commands: Any) -> None:
     """Add `verify` and its subcommands to the top-level subparsers."""
     vf = add_group(commands, "verify", "verify completions: math answers, code against tests")
@@ -105,3 +168,20 @@ def register(commands: Any) -> None:
             default=os.cpu_count() or 1,
             help="parallel workers (default: one per CPU)",
         )
+    p = add_command(
+        vf,
+        "table",
+        cmd_verify_table,
+        "judge a stored table version (math, code, format) and commit the verdicts",
+        uses_store=True,
+    )
+    p.add_argument("ref", metavar="NAME[@VERSION]", help="the table (default: its latest version)")
+    p.add_argument(
+        "--workers", type=positive_int, default=2, help="math workers and sandboxes (default 2)"
+    )
+    p.add_argument(
+        "--math-timeout", type=positive_seconds, default=5.0, help="seconds per math check"
+    )
+    p.add_argument(
+        "--code-timeout", type=positive_seconds, default=10.0, help="seconds per code run"
+    )
