@@ -99,7 +99,7 @@ def cmd_verify_table(args: argparse.Namespace) -> int:
             code_timeout=args.code_timeout,
         )
     except ValueError as err:
-        raise UserError(f"{_flag_for(str(err))}{err}") from None
+        raise UserError(str(err)) from None
     store = open_store(args)
     # Resolve the version before any progress is drawn: an unknown table or version is then
     # the only line printed.
@@ -127,18 +127,6 @@ def cmd_verify_table(args: argparse.Namespace) -> int:
         [(v, verdict, n) for v, counts in report.verdicts.items() for verdict, n in counts.items()],
     )
     return 0
-
-
-def _flag_for(message: str) -> str:
-    """The command-line flag a JudgeConfig message is about, as a prefix."""
-    for field, flag in (
-        ("workers", "--workers"),
-        ("math_timeout", "--math-timeout"),
-        ("code_timeout", "--code-timeout"),
-    ):
-        if message.startswith(field):
-            return f"{flag}: "
-    return ""
 
 
 def register(commands: Any) -> None:

@@ -111,8 +111,8 @@ def test_cli_verify_table_mistakes_are_one_line_with_exit_2(tmp_path, capsys, li
         (["t@7"], "t@7: no such version (versions 0..0)"),
         (["nope"], "no table 'nope'"),
         (["t@x"], "the version after '@' must be a number"),
-        (["t", "--workers", "0"], "--workers: workers must be >= 1, got 0"),
-        (["t", "--math-timeout", "0"], "--math-timeout: math_timeout must be > 0"),
+        (["t", "--workers", "0"], "argument --workers: must be an integer >= 1, got 0"),
+        (["t", "--math-timeout", "0"], "argument --math-timeout: must be a number > 0, got 0"),
     ]
     for extra, message in cases:
         assert main(["verify", "table", *extra, "--store", root]) == 2
