@@ -285,18 +285,12 @@ def run_demo(config_path: str | Path) -> int:
         print("  skipped: the config has no filter: section")
 
     _say("7. Release: shards + manifest + card, loaded back with `datasets` offline")
-    from data_cards.from_store import write_card_for_version
-    from store.release import DATA_FILES, export_release, verify_release
+    from data_cards.from_store import release_card_writer
+    from store.release import export_release, verify_release
 
     release_dir = out / "release"
     release = export_release(
-        store,
-        release_table,
-        release_version,
-        release_dir,
-        write_card=lambda staging, _m: write_card_for_version(
-            store, release_table, release_version, staging, data_files=DATA_FILES
-        ),
+        store, release_table, release_version, release_dir, write_card=release_card_writer(store)
     )
     manifest = release.manifest
     print(

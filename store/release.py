@@ -9,7 +9,9 @@ Layout::
 The release is assembled in a staging directory beside DIR and renamed into
 place at the end, so an interrupted export never leaves a half-written DIR.
 The store does not render cards itself (data_cards depends on store, not the
-reverse); callers pass `write_card`, which runs inside the staging directory.
+reverse); callers pass `write_card`, which runs inside the staging directory:
+`data_cards.from_store.release_card_writer(store)` writes the version's card,
+the same text `r1f datasets card` renders, with the reports stored with it.
 """
 
 from __future__ import annotations

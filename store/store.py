@@ -7,7 +7,8 @@ previous version exactly as it was (the orphaned files are invisible to
 readers and removed by `vacuum`). A write interrupted with Ctrl-C under
 `store.interrupt.watch_interrupts()` stops between two batches, before its
 commit, for the same outcome. Each commit carries a `Lineage` in its
-metadata. Reads go through polars (`scan`) or stream Arrow batches straight
+metadata, and the reports its writer attached (`store.reports`): the stage's
+account of the version lands in the same atomic commit as its rows. Reads go through polars (`scan`) or stream Arrow batches straight
 from the version's Parquet files (`iter_batches`), so a table far larger than
 memory can be read, diffed and exported.
 
@@ -22,7 +23,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -37,6 +38,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from store import interrupt
 from store.lineage import LINEAGE_KEY, CommitInfo, Lineage, commit_info_from_delta
 from store.record import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, with_content_hashes
+from store.reports import REPORTS_KEY, AttachedReport, Report, VersionReports, encode_reports
 
 QUARANTINE_SUFFIX = ".quarantine"
 _TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
@@ -292,6 +294,35 @@ class Store:
             files = [pafs.FileSystem.from_uri(f)[1] for f in files]
         return _scan(files, schema, filesystem, batch_rows)
 
+    def reports(self, name: str, version: int | None = None) -> VersionReports:
+        """The reports that describe `name@version` (the latest by default).
+
+        Per kind, the newest report stored with this version or with an
+        earlier commit whose rows the version still holds: back to the last
+        overwrite, which replaced every row, or to version 0. An empty result
+        means no writer of those commits attached a report.
+        """
+        table = self._open(name, version)
+        version = table.version()
+        found: dict[str, tuple[int, int, AttachedReport]] = {}
+        searched_from, complete = version, False
+        for commit in self.history(name):  # newest first
+            if commit.version > version:
+                continue
+            writer = commit.lineage.writer if commit.lineage else None
+            for position, report in enumerate(commit.reports):
+                if report.kind not in found:
+                    attached = AttachedReport(report, commit.version, writer)
+                    found[report.kind] = (commit.version, position, attached)
+            searched_from = commit.version
+            if commit.version == 0 or commit.mode == "Overwrite":
+                complete = True
+                break
+        ordered = sorted(found.values(), key=lambda item: item[:2])
+        return VersionReports(
+            name, version, tuple(a for _, _, a in ordered), searched_from, complete
+        )
+
     def content_hash(self, name: str, version: int | None = None) -> str:
         """A digest of a version's content, independent of row order and file layout."""
         key = "content_hash" if schema_for(name) is SAMPLE_SCHEMA else "quarantine_id"
@@ -307,16 +338,20 @@ class Store:
         *,
         lineage: Lineage,
         mode: CommitMode = "append",
+        reports: Sequence[Report] = (),
     ) -> CommitResult:
         """Write rows as one atomic commit and return what happened.
 
         `append` adds rows whose key is not in the table yet; `overwrite` makes
         the new version exactly these rows. Repeated keys within the input are
         kept once (the first). Sample rows get their `content_hash` recomputed.
-        An append that adds nothing makes no new version.
+        An append that adds nothing makes no new version (and stores no
+        report). `reports` go into the same commit as the rows: see
+        `store.reports`; a bad one is refused before anything is written.
         """
         schema = schema_for(name)
         key = key_for(name)
+        properties = self._commit_properties(name, lineage, reports)
         self.check_writable(name)
         exists = self.exists(name)
         existing: set[str] = set()
@@ -374,7 +409,7 @@ class Store:
                 storage_options=self.storage_options or None,
                 target_file_size=_TARGET_FILE_BYTES,
                 writer_properties=_WRITER_PROPERTIES,
-                commit_properties=_commit_properties(lineage),
+                commit_properties=properties,
                 configuration=None if exists else _table_configuration(schema),
             )
         except (DeltaError, OSError) as err:
@@ -382,10 +417,16 @@ class Store:
         version = self.latest_version(name)
         return CommitResult(name, version, counts["written"], counts["skipped"], created=True)
 
-    def upsert(self, name: str, data: Data, *, lineage: Lineage) -> CommitResult:
-        """Update rows whose key exists (when their content changed) and insert the rest."""
+    def upsert(
+        self, name: str, data: Data, *, lineage: Lineage, reports: Sequence[Report] = ()
+    ) -> CommitResult:
+        """Update rows whose key exists (when their content changed) and insert the rest.
+
+        `reports` go into the same commit (none is made when nothing changed).
+        """
         schema = schema_for(name)
         key = key_for(name)
+        properties = self._commit_properties(name, lineage, reports)
         self.check_writable(name)
         batches = []
         for b in _batches(data, schema, name):
@@ -393,7 +434,7 @@ class Store:
             batches.append(with_content_hashes(b) if schema is SAMPLE_SCHEMA else b)
         source = pa.Table.from_batches(batches, schema=schema)
         if not self.exists(name):
-            return self.commit(name, source, lineage=lineage, mode="append")
+            return self.commit(name, source, lineage=lineage, mode="append", reports=reports)
         dupes = source.num_rows - len(set(source.column(key).to_pylist()))
         if dupes:
             raise StoreError(f"upsert into {name}: {dupes} repeated {key} values in the input")
@@ -409,7 +450,7 @@ class Store:
                     source_alias="s",
                     target_alias="t",
                     writer_properties=_WRITER_PROPERTIES,
-                    commit_properties=_commit_properties(lineage),
+                    commit_properties=properties,
                 )
                 .when_matched_update_all(predicate=changed)
                 .when_not_matched_insert_all()
@@ -429,9 +470,17 @@ class Store:
             rows_updated=updated,
         )
 
-    def delete(self, name: str, keys: Iterable[str], *, lineage: Lineage) -> CommitResult:
+    def delete(
+        self,
+        name: str,
+        keys: Iterable[str],
+        *,
+        lineage: Lineage,
+        reports: Sequence[Report] = (),
+    ) -> CommitResult:
         """Remove the rows with these keys in one commit (older versions keep them)."""
         key = key_for(name)
+        properties = self._commit_properties(name, lineage, reports)
         self.check_writable(name)
         ids = pa.table({key: pa.array(sorted(set(keys)), pa.string())})
         if ids.num_rows == 0:
@@ -444,7 +493,7 @@ class Store:
                 source_alias="s",
                 target_alias="t",
                 writer_properties=_WRITER_PROPERTIES,
-                commit_properties=_commit_properties(lineage),
+                commit_properties=properties,
             )
             .when_matched_delete()
             .execute()
@@ -506,6 +555,20 @@ class Store:
         fs, base = self._filesystem(name)
         return fs.get_file_info(base).type == pafs.FileType.Directory
 
+    @staticmethod
+    def _commit_properties(
+        name: str, lineage: Lineage, reports: Sequence[Report]
+    ) -> CommitProperties:
+        """Lineage and reports as the commit's metadata; StoreError for a report that cannot go."""
+        metadata = {LINEAGE_KEY: lineage.to_json()}
+        try:
+            encoded = encode_reports(reports)
+        except ValueError as err:
+            raise StoreError(f"writing {name}: {err}") from None
+        if encoded is not None:
+            metadata[REPORTS_KEY] = encoded
+        return CommitProperties(custom_metadata=metadata)
+
     def _write_failed(
         self, name: str, err: BaseException, raised: list[BaseException]
     ) -> BaseException:
@@ -516,10 +579,6 @@ class Store:
         if interrupt.interrupted():
             return interrupt.Interrupted("interrupted")
         return StoreError(f"writing table {name} in {self.root} failed: {_first_line(err)}")
-
-
-def _commit_properties(lineage: Lineage) -> CommitProperties:
-    return CommitProperties(custom_metadata={LINEAGE_KEY: lineage.to_json()})
 
 
 def _table_configuration(schema: pa.Schema) -> dict[str, str | None]:

@@ -77,10 +77,12 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
     composition = lf.group_by(groups).agg(pl.len().alias("rows")).sort(groups).collect()
     preview = lf.select(preview_cols).head(args.rows).collect()
     lineage = info.last_commit.lineage
+    reports = store.reports(name, info.version)
     if args.json:
         print_json(
             {
                 **info.to_dict(),
+                "reports": reports.to_dict(),
                 "content_hash": store.content_hash(name, info.version)
                 if info.kind == "samples"
                 else None,
@@ -109,6 +111,10 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
             ("parents", ", ".join(str(p) for p in lineage.parents) or "-"),
         ]
         facts += [(k, str(v)) for k, v in sorted(lineage.extra.items())]
+    described = ", ".join(f"{r.kind} (v{r.version})" for r in reports.reports)
+    if not reports.complete:
+        described += f" (log cleaned up before v{reports.searched_from})"
+    facts.append(("reports", described or "none stored"))
     print_table(None, ["", ""], facts)
     print_table("Composition", [*groups, "rows"], composition.rows())
     shown = preview.with_columns(
@@ -255,18 +261,14 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_export(args: argparse.Namespace) -> int:
-    from data_cards.from_store import write_card_for_version
-    from store.release import DATA_FILES, export_release
+    from data_cards.from_store import release_card_writer
+    from store.release import export_release
 
     store = open_store(args)
     name, version = parse_ref(args.ref, need_version=True)
     assert version is not None
     target = new_directory(args.to, "--to")
     rows = store.info(name, version).rows
-
-    def write_card(staging: Path, manifest: dict[str, Any]) -> None:
-        write_card_for_version(store, name, version, staging, data_files=DATA_FILES)
-
     bar, advance = progress_bar(f"exporting {name}@{version}", rows, "rows")
     with on_interrupt(f"no release written: {target} was not created"), bar:
         release = export_release(
@@ -274,7 +276,7 @@ def cmd_datasets_export(args: argparse.Namespace) -> int:
             name,
             version,
             target,
-            write_card=write_card,
+            write_card=release_card_writer(store),
             shard_bytes=args.shard_mb * 1024 * 1024,
             progress=advance,
         )

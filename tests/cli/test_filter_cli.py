@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +234,143 @@ filter:
     assert code == 0, err
     assert Store(moved).latest_version("toy-cands") == 2
     assert store.latest_version("toy-cands") == 1
+
+
+def filter_setup(tmp_path: Path) -> tuple[Store, Path]:
+    """A store with one judged input table and a run config over it."""
+    store = Store(tmp_path / "store")
+    rows = [sample(i) for i in range(24)]
+    rows.append(sample(99, verdicts=[{"verifier": "math", "verdict": "incorrect"}]))
+    store.commit(
+        "toy", pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), lineage=Lineage(writer="test")
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"""
+store: {{root: {store.root}}}
+filter:
+  inputs: [{{table: toy}}]
+  outputs: {{candidates: toy-cands, mixture: toy-mix, card_dir: {tmp_path / "cards"}}}
+  execution: {{executor: local, batch_rows: 8}}
+  decontam: {{benchmarks: [{TOY_BENCHMARK}]}}
+  mixture: {{tracks: {{reasoning: {{target: 12}}, non_reasoning: {{target: 4}}}}}}
+"""
+    )
+    return store, config
+
+
+def card_files(folder: Path) -> dict[str, bytes]:
+    """README.md and plots, by path relative to the folder."""
+    files = [folder / "README.md", *sorted((folder / "plots").glob("*.png"))]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
+
+
+def test_one_card_per_version_wherever_it_is_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, config = filter_setup(tmp_path)
+    code, _, err = run(capsys, "filter", "run", "--config", str(config))
+    assert code == 0, err
+    root = str(store.root)
+    code, _, err = run(
+        capsys, "datasets", "card", "toy-mix@0", "--to", str(tmp_path / "card"), "--store", root
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys, "datasets", "export", "toy-mix@0", "--to", str(tmp_path / "rel"), "--store", root
+    )
+    assert code == 0, err
+    # The filter run's card, `datasets card` and the release's README: the same bytes,
+    # plots included. Only the release has shards and a manifest beside its card.
+    from_run = card_files(tmp_path / "cards" / "toy-mix-v0")
+    assert card_files(tmp_path / "card") == from_run == card_files(tmp_path / "rel")
+    assert len(from_run) > 1
+    text = from_run["README.md"].decode()
+    for heading in ("## Filter steps", "## Decontamination", "## Mixture"):
+        assert text.count(heading) == 1, heading
+    assert "_Report `filter.mixture`, stored with version 0 by `r1f filter run`._" in text
+    assert "`verified:incorrect`" in text and "toy_benchmark" in text
+    assert "- filter.steps" in text  # the front matter lists the reports
+    assert not (tmp_path / "card" / "manifest.json").exists()
+    assert (tmp_path / "rel" / "manifest.json").is_file()
+
+    # `datasets show` names them; --json has them in full.
+    code, out, _ = run(capsys, "datasets", "show", "toy-mix", "--store", root)
+    assert "filter.steps (v0), filter.decontamination (v0), filter.mixture (v0)" in out
+    code, out, _ = run(capsys, "datasets", "show", "toy-cands@0", "--store", root, "--json")
+    shown = json.loads(out)["reports"]
+    assert [r["kind"] for r in shown["reports"]] == [
+        "filter.steps",
+        "filter.decontamination",
+        "filter.mixture",
+    ]
+    assert shown["reports"][2]["data"]["achieved"] == 16
+
+    # A version whose writer attached no report says so, in the card and in `show`.
+    code, _, err = run(
+        capsys, "datasets", "card", "toy", "--to", str(tmp_path / "bare"), "--store", root
+    )
+    assert code == 0, err
+    bare = (tmp_path / "bare" / "README.md").read_text()
+    assert "## Reports\n\nNo reports were stored with version 0: its writer, `test`," in bare
+    assert "## Filter steps" not in bare
+    code, out, _ = run(capsys, "datasets", "show", "toy", "--store", root)
+    assert "none stored" in out
+
+
+KILLED_BEFORE_CARD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from flows import filter_run
+
+    config, marker = sys.argv[1], Path(sys.argv[2])
+
+    def stall(*args, **kwargs):
+        marker.write_text("committed")  # the parent kills us from here on
+        time.sleep(600)
+
+    filter_run.write_card_for_version = stall
+    filter_run.run_filter(config)
+    print("finished, which the test must prevent")
+    """
+)
+
+
+def test_a_run_killed_between_its_commits_and_its_card_loses_no_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, config = filter_setup(tmp_path)
+    marker = tmp_path / "marker"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BEFORE_CARD, str(config), str(marker)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert time.monotonic() < deadline, "the child never got past its commits"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL and b"finished" not in out
+    assert not (tmp_path / "cards").exists()  # the run never wrote its card
+
+    # Its version is not cardless: the card is rendered from the store, reports and all.
+    root = str(store.root)
+    assert Store(root).latest_version("toy-mix") == 0
+    code, _, err = run(
+        capsys, "datasets", "export", "toy-mix@0", "--to", str(tmp_path / "rel"), "--store", root
+    )
+    assert code == 0, err
+    text = (tmp_path / "rel" / "README.md").read_text()
+    for heading in ("## Filter steps", "## Decontamination", "## Mixture"):
+        assert text.count(heading) == 1, heading
+    # A rerun makes the next version and its card, with the same mixture.
+    code, _, err = run(capsys, "filter", "run", "--config", str(config))
+    assert code == 0, err
+    rerun = (tmp_path / "cards" / "toy-mix-v1" / "README.md").read_text()
+    assert "_Report `filter.mixture`, stored with version 1 by `r1f filter run`._" in rerun
