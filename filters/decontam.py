@@ -26,7 +26,6 @@ sit in a sorted array, probed by binary search behind a bitmap prefilter.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from filters.dedup import read_jsonl
 from filters.minhash import DEFAULT_BATCH_CHARS, Tokens, batch_ranges, gram_hashes, tokenize
+from store.jsonl import BadLine, BadLines, atomic_output, dumps_row, read_jsonl
+from store.record import sample_id_of
 
 TEXT_FIELDS = ("text", "question", "problem", "prompt", "input", "content")
 TOY_BENCHMARK = Path(__file__).resolve().parent / "data" / "toy_benchmark.jsonl"
@@ -67,7 +67,13 @@ def load_benchmark(path: str | Path, *, text_field: str | None = None) -> Benchm
         column = pq.read_table(source, columns=[chosen]).column(chosen).to_pylist()
         texts = [_item_text(v, chosen, source, i + 1) for i, v in enumerate(column)]
     elif suffix in (".jsonl", ".json"):
-        rows = list(read_jsonl(source))
+        rows = []
+        for number, row in read_jsonl(source):
+            if isinstance(row, BadLine):
+                # A benchmark item that cannot be read cannot be checked against:
+                # skipping it would quietly weaken the check, so the file is refused.
+                raise ValueError(f"benchmark {row.describe(source)}; fix or remove the line")
+            rows.append((number, row))
         if not rows:
             raise ValueError(f"benchmark {source}: no rows")
         chosen = _pick_field(list(rows[0][1]), text_field, source)
@@ -291,6 +297,8 @@ class DecontamReport:
     samples: int = 0
     contaminated: int = 0
     max_examples: int = 5
+    # `decontaminate_jsonl`: input lines left out (not an object, no text to check)
+    bad_lines: BadLines | None = None
 
     @classmethod
     def for_index(
@@ -327,6 +335,7 @@ class DecontamReport:
             "samples": self.samples,
             "contaminated": self.contaminated,
             "benchmarks": [b.as_dict() for b in self.benchmarks.values()],
+            **(self.bad_lines.to_dict() if self.bad_lines is not None else {}),
         }
 
 
@@ -371,7 +380,7 @@ def decontaminate_jsonl(
     *,
     n: int | Sequence[int] = DEFAULT_N,
     fields: Sequence[str] = ("prompt", "completion"),
-    id_field: str = "id",
+    id_field: str | None = None,
     text_field: str | None = None,
     min_tokens: int = DEFAULT_MIN_TOKENS,
     batch_rows: int = 2048,
@@ -381,30 +390,59 @@ def decontaminate_jsonl(
 
     Each row's `fields` are checked in order (a row must hold at least one;
     a missing one is skipped); the first field with a hit names the
-    benchmark and n-gram. Rows stream through in batches.
+    benchmark and n-gram. Rows stream through in batches. A row is named in
+    the report by `id_field`, by default its sample id (as `dedup_jsonl`
+    names rows), else `line N`. A line that is not a JSON object, or a row
+    with none of `fields` or a field that is not a string, is reported in
+    `report.bad_lines` and left out of OUT. OUT is written atomically, so it
+    may be IN itself.
     """
     index = BenchmarkIndex.from_files(benchmarks, text_field=text_field, n=n, min_tokens=min_tokens)
     report = DecontamReport.for_index(index, fields, max_examples=max_examples)
     source = Path(input_path)
-    target = Path(output_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8") as out:
+    report.bad_lines = BadLines(source)
+    with atomic_output(output_path) as out:
         batch: list[tuple[int, dict[str, Any]]] = []
         for number, row in read_jsonl(source):
+            problem = row.reason if isinstance(row, BadLine) else _row_problem(row, fields)
+            if problem is not None:
+                report.bad_lines.add(number, problem)
+                continue
+            assert isinstance(row, dict)
             batch.append((number, row))
             if len(batch) >= batch_rows:
-                _decontaminate_batch(batch, index, fields, id_field, source, report, out)
+                _decontaminate_batch(batch, index, fields, id_field, report, out)
                 batch = []
-        _decontaminate_batch(batch, index, fields, id_field, source, report, out)
+        _decontaminate_batch(batch, index, fields, id_field, report, out)
     return report
+
+
+def _row_problem(row: dict[str, Any], fields: Sequence[str]) -> str | None:
+    if not any(name in row for name in fields):
+        return f"none of {', '.join(map(repr, fields))} present (choose them with --fields)"
+    for name in fields:
+        text = row.get(name)
+        if text is not None and not isinstance(text, str):
+            return f"{name!r} is a {type(text).__name__}, not a string"
+    return None
+
+
+def _row_name(row: dict[str, Any], id_field: str | None, number: int) -> str:
+    """The row's id as `dedup_jsonl` takes it by default, or `line N` when it has none."""
+    if id_field is not None:
+        value = row.get(id_field)
+    elif "sample_id" not in row and "id" in row:
+        value = row["id"]
+    else:
+        value = sample_id_of(row)
+    return str(value) if value is not None else f"line {number}"
 
 
 def _decontaminate_batch(
     batch: list[tuple[int, dict[str, Any]]],
     index: BenchmarkIndex,
     fields: Sequence[str],
-    id_field: str,
-    source: Path,
+    id_field: str | None,
     report: DecontamReport,
     out: Any,
 ) -> None:
@@ -412,28 +450,21 @@ def _decontaminate_batch(
     for name in fields:
         present: list[int] = []
         texts: list[str] = []
-        for i, (number, row) in enumerate(batch):
+        for i, (_, row) in enumerate(batch):
             text = row.get(name)
             if isinstance(text, str):
                 present.append(i)
                 texts.append(text)
-            elif text is not None:
-                raise ValueError(
-                    f"{source}:{number}: {name!r} is a {type(text).__name__}, not a string"
-                )
         found = index.check(texts)
         column: list[Hit | None] = [None] * len(batch)
         for i, hit in zip(present, found, strict=True):
             column[i] = hit
         per_field.append(column)
     for i, (number, row) in enumerate(batch):
-        if not any(name in row for name in fields):
-            raise ValueError(f"{source}:{number}: none of {', '.join(map(repr, fields))} present")
         hits = [(name, col[i]) for name, col in zip(fields, per_field, strict=True) if col[i]]
-        sample_id = str(row[id_field]) if row.get(id_field) is not None else f"line {number}"
-        report.record(sample_id, [(f, h) for f, h in hits if h is not None])
+        report.record(_row_name(row, id_field, number), [(f, h) for f, h in hits if h is not None])
         first = hits[0][1] if hits else None
         row["contaminated"] = first is not None
         row["benchmark"] = first.benchmark if first else None
         row["ngram"] = first.ngram if first else None
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(dumps_row(row))

@@ -26,9 +26,8 @@ permutations hold 512 MB of signatures.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +48,8 @@ from filters.minhash import (
     mix64,
     tokenize,
 )
+from store.jsonl import BadLine, BadLines, atomic_output, dumps_row, read_jsonl
+from store.record import sample_id_of
 
 # With verification, an LSH false positive costs one signature comparison,
 # a false negative a missed duplicate: weigh misses nine times heavier.
@@ -326,7 +327,7 @@ def dedup_jsonl(
     field: str = "completion",
     threshold: float = 0.8,
     method: Literal["near", "exact"] = "near",
-    id_field: str = "id",
+    id_field: str | None = None,
     num_perm: int = 128,
     shingle: int = 5,
     bands: int | None = None,
@@ -338,15 +339,23 @@ def dedup_jsonl(
     """Copy IN to OUT, adding `duplicate_of` (null, or the id of the kept copy) to each row.
 
     Two passes over IN: the first hashes `field` batch by batch (texts are
-    not kept), the second writes the rows. Ids come from `id_field` and must
-    be unique. Returns the stats (see NearDedup.finish; `method="exact"`
-    gives docs, duplicates and clusters).
+    not kept), the second writes the rows. Each row's id is its `id_field`;
+    by default (`None`) its `sample_id`, else its `id`, else the sample id
+    `r1f datasets import` would give it, so the rows import takes are
+    accepted as they are. A row that cannot take part (a line that is not a
+    JSON object, no usable id or text, an id used before) is reported in the
+    stats (`bad_lines`, `bad_line_examples`, as `FILE:LINE: reason`) and left
+    out of OUT; the rest are deduplicated. OUT is written atomically, so it
+    may be IN itself. Returns the stats (see NearDedup.finish;
+    `method="exact"` gives docs, duplicates and clusters).
     """
     source = Path(input_path)
     ids: list[str] = []
     texts: list[str] = []
     size = 0
     seen: dict[str, int] = {}
+    skipped: set[int] = set()
+    bad_lines = BadLines(source)
     near = None
     hashes: list[np.ndarray] = []
     if method == "near":
@@ -371,15 +380,23 @@ def dedup_jsonl(
         texts.clear()
 
     for number, row in read_jsonl(source):
-        key = _row_id(row, id_field, source, number)
-        if key in seen:
-            raise ValueError(
-                f"{source}:{number}: id {key!r} already used on line {seen[key]}; "
-                f"ids in {id_field!r} must be unique"
-            )
+        if isinstance(row, BadLine):
+            problem: str | None = row.reason
+        else:
+            key, problem = _row_id(row, id_field)
+            if key is not None and key in seen:
+                problem = f"id {key!r} already used on line {seen[key]}; ids must be unique"
+            text = row.get(field)
+            if problem is None and not isinstance(text, str):
+                what = "missing" if field not in row else f"a {type(text).__name__}, not a string"
+                problem = f"{field!r} is {what} (choose the field to dedup with --field)"
+        if problem is not None:
+            bad_lines.add(number, problem)
+            skipped.add(number)
+            continue
+        assert key is not None and isinstance(text, str)
         seen[key] = number
         ids.append(key)
-        text = _row_text(row, field, source, number)
         texts.append(text)
         size += len(text)
         if size >= batch_chars:
@@ -400,49 +417,37 @@ def dedup_jsonl(
             "duplicates": sum(d is not None for d in duplicate_of),
             "clusters": clusters,
         }
-    target = Path(output_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8") as out:
-        for index, (_, row) in enumerate(read_jsonl(source)):
-            row["duplicate_of"] = duplicate_of[index]
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with atomic_output(output_path) as out:
+        index = 0
+        for number, kept in read_jsonl(source):
+            if number in skipped or isinstance(kept, BadLine):
+                continue
+            kept["duplicate_of"] = duplicate_of[index]
+            index += 1
+            out.write(dumps_row(kept))
     stats["field"] = field
     stats["method"] = method
+    stats.update(bad_lines.to_dict())
     return stats
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) for every non-blank line of a JSONL file; a bad line is an error naming it."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(
-                    f"{path}:{number}: a JSON {type(row).__name__}, expected an object"
+def _row_id(row: dict[str, Any], id_field: str | None) -> tuple[str | None, str | None]:
+    """(id, None), or (None, what is wrong) when the row has no usable id."""
+    if id_field is None:
+        if "sample_id" not in row and "id" in row:
+            id_field = "id"
+        else:
+            key = sample_id_of(row)
+            if key is None:
+                return None, (
+                    "no id: give the row a sample_id, an id or a string prompt "
+                    "(or name the id's field with --id-field)"
                 )
-            yield number, row
-
-
-def _row_id(row: dict[str, Any], id_field: str, path: Path, number: int) -> str:
+            return key, None
     value = row.get(id_field)
     if value is None or isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(
-            f"{path}:{number}: {id_field!r} must be a string or an integer, got {value!r:.40}; "
-            "every row needs a unique id (choose the field with id_field)"
+        return None, (
+            f"{id_field!r} must be a string or an integer, got {value!r:.40}; "
+            "every row needs a unique id (choose the field with --id-field)"
         )
-    return str(value)
-
-
-def _row_text(row: dict[str, Any], field: str, path: Path, number: int) -> str:
-    value = row.get(field)
-    if not isinstance(value, str):
-        what = "missing" if field not in row else f"a {type(value).__name__}, not a string"
-        raise ValueError(
-            f"{path}:{number}: {field!r} is {what} (choose the field to dedup with --field)"
-        )
-    return value
+    return str(value), None

@@ -11,7 +11,13 @@ tables and runs R1's rejection-sampling stage over them, in this order:
 | `selection` | main process | at most k diverse samples per prompt (optional); reads the texts of crowded prompts only |
 | `mixture` | main process, small columns | `filters.mixture.assemble` |
 | `write` | stream, two threads | the candidates table (every input row with its final `kept` / `filter_reason`) and the mixture (the chosen rows and their copies): one commit each, the mixture's after the candidates' |
-| `card` | | the mixture version's card, with the step stats, decontamination and mixture reports |
+
+**Reports.** The step stats, the decontamination report and the mixture
+report go into both commits as `store.reports.Report`s (`filter.steps`,
+`filter.decontamination`, `filter.mixture`), in the same atomic commit as
+the rows they describe. The run renders no card: a version's card is
+rendered from the store (`data_cards.from_store`), by `r1f filter run`,
+`r1f datasets card` and `r1f datasets export` alike.
 
 **Memory.** Texts are held only inside a batch. Between the stages the run
 keeps, per row, a few short columns (ids, track, domain, source, decision,
@@ -55,7 +61,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -80,6 +85,7 @@ from filters.rejection import Policy, default_rejection_filters
 from filters.routing import route_batch
 from filters.selection import pass_rate_window, select_per_prompt
 from store.lineage import Lineage, TableRef
+from store.reports import Report
 from store.store import Store, key_for
 
 # Text fields dedup and decontamination may read.
@@ -91,7 +97,6 @@ STAGES = (
     "selection",
     "mixture",
     "write",
-    "card",
 )
 NOT_SAMPLED = "mixture:not_sampled"
 EXCLUDED = "mixture:excluded"
@@ -123,7 +128,9 @@ class InputTable:
 class OutputsConfig:
     candidates: str = "sft-candidates"  # every input row with its decision
     mixture: str = "sft-mixture"  # the assembled SFT mixture
-    card_dir: str = "work/cards"  # the card goes to {card_dir}/{mixture}-v{version}/
+    # `r1f filter run` (flows.filter_run) renders the mixture version's card to
+    # {card_dir}/{mixture}-v{version}/; the run itself writes none.
+    card_dir: str = field(default="work/cards", metadata={"path": True})
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,8 @@ class RejectionConfig:
 
 @dataclass(frozen=True)
 class DecontamConfig:
-    benchmarks: list[str] = field(default_factory=list)  # JSONL/Parquet files; none: skipped
+    # JSONL/Parquet files; none: skipped
+    benchmarks: list[str] = field(default_factory=list, metadata={"path": True})
     n: list[int] = field(default_factory=lambda: [13])
     fields: list[str] = field(default_factory=lambda: ["prompt", "completion"])
     min_tokens: int = 8
@@ -275,7 +283,6 @@ class PipelineReport:
     candidates: TableRef
     mixture: TableRef
     mixture_rows: int
-    card: Path | None
     steps: list[StepStats]
     decontam: DecontamReport | None
     dedup: dict[str, Any]
@@ -289,7 +296,6 @@ class PipelineReport:
             "candidates": str(self.candidates),
             "mixture": str(self.mixture),
             "mixture_rows": self.mixture_rows,
-            "card": str(self.card) if self.card else None,
             "steps": [s.to_dict() for s in self.steps],
             "decontam": self.decontam.as_dict() if self.decontam else None,
             "dedup": self.dedup,
@@ -876,13 +882,14 @@ class _Run:
         copies: np.ndarray | None,
         total: int,
         *,
+        reports: Sequence[Report] = (),
         before_commit: Callable[[], None] | None = None,
     ) -> int:
         """Stream the inputs again with the decisions (and copies) applied; one overwrite commit.
 
         `total` is the number of rows the commit must write; progress counts
-        input rows. `before_commit` runs after the last batch, before the
-        commit: raising there abandons the commit.
+        input rows. `reports` go into the commit. `before_commit` runs after
+        the last batch, before the commit: raising there abandons the commit.
         """
         kept, reasons = self._decisions()
         step = _FinalizeStep(self.cfg.routing)
@@ -901,7 +908,9 @@ class _Run:
 
         # Without routing the step is a few column swaps: not worth a trip to a worker.
         outputs = self._map(step, items()) if self.cfg.routing else map(step, items())
-        result = self.store.commit(name, outputs, lineage=lineage, mode="overwrite")
+        result = self.store.commit(
+            name, outputs, lineage=lineage, mode="overwrite", reports=reports
+        )
         if result.rows_written != total:
             raise PipelineError(
                 f"{name}: wrote {result.rows_written:,} rows, expected {total:,} "
@@ -917,6 +926,28 @@ def _decontam_section(report: DecontamReport | None) -> str:
     # The card adds its own section heading.
     first, _, rest = text.partition("\n")
     return rest.strip() if first.startswith("#") else text
+
+
+def run_reports(
+    steps: Sequence[StepStats],
+    dedup: dict[str, Any],
+    decontam: DecontamReport | None,
+    mixture: MixtureReport,
+) -> list[Report]:
+    """What the run knows about its two output versions, stored in both commits."""
+    decontam_data = {"checked": False} if decontam is None else decontam.as_dict()
+    return [
+        Report(
+            "filter.steps",
+            "Filter steps",
+            {"steps": [s.to_dict() for s in steps], "dedup": dedup},
+            _steps_section(steps, dedup),
+        ),
+        Report(
+            "filter.decontamination", "Decontamination", decontam_data, _decontam_section(decontam)
+        ),
+        Report("filter.mixture", "Mixture", mixture.to_dict(), mixture.markdown()),
+    ]
 
 
 def _steps_section(steps: Sequence[StepStats], dedup: dict[str, Any]) -> str:
@@ -939,6 +970,7 @@ def _write_outputs(
     mixture_lineage: Callable[[TableRef], Lineage],
     copies: np.ndarray,
     mixture_rows: int,
+    reports: Sequence[Report],
 ) -> tuple[int, int]:
     """Write the candidates and the mixture tables, by default at once in two threads.
 
@@ -954,9 +986,13 @@ def _write_outputs(
     name = cfg.outputs.candidates
     started = run._stage("write", 2 * run.rows)
     if not cfg.execution.parallel_writes:
-        version = run.write(name, candidates_lineage, None, run.rows)
+        version = run.write(name, candidates_lineage, None, run.rows, reports=reports)
         mixture_version = run.write(
-            cfg.outputs.mixture, mixture_lineage(TableRef(name, version)), copies, mixture_rows
+            cfg.outputs.mixture,
+            mixture_lineage(TableRef(name, version)),
+            copies,
+            mixture_rows,
+            reports=reports,
         )
         run._done("write", started, run.rows + mixture_rows)
         return version, mixture_version
@@ -967,7 +1003,9 @@ def _write_outputs(
 
     def write_candidates() -> None:
         try:
-            outcome["version"] = run.write(name, candidates_lineage, None, run.rows)
+            outcome["version"] = run.write(
+                name, candidates_lineage, None, run.rows, reports=reports
+            )
         except BaseException as exc:  # handed to the main thread below
             outcome["error"] = exc
         finally:
@@ -991,6 +1029,7 @@ def _write_outputs(
             mixture_lineage(candidates),
             copies,
             mixture_rows,
+            reports=reports,
             before_commit=candidates_committed,
         )
     except BaseException as exc:
@@ -1010,11 +1049,13 @@ def run_filter_pipeline(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> PipelineReport:
-    """Filter the input tables, assemble the mixture, commit both tables and the card.
+    """Filter the input tables, assemble the mixture, commit both tables with their reports.
 
     `lineage` names the writer (and flow run, config hash); the parents of
     each commit are filled in here: the exact input versions for the
     candidates table, those plus the candidates version for the mixture.
+    Both commits carry `run_reports` (step stats, decontamination, mixture),
+    from which the card of either version is rendered (`data_cards.from_store`).
     """
     run = _Run(store, cfg, seed, progress)
     rows, exact, signatures, worker_seconds = run.analyse()
@@ -1039,32 +1080,16 @@ def run_filter_pipeline(
         ),
         copies,
         mixture_report.achieved,
+        run_reports(run.steps, dedup, run.decontam_report, mixture_report),
     )
     candidates = TableRef(cfg.outputs.candidates, candidates_version)
     mixture = TableRef(cfg.outputs.mixture, mixture_version)
-    started = run._stage("card", None)
-    card_dir = Path(cfg.outputs.card_dir) / f"{cfg.outputs.mixture}-v{mixture_version}"
-    from data_cards.from_store import write_card_for_version
-
-    card = write_card_for_version(
-        store,
-        cfg.outputs.mixture,
-        mixture_version,
-        card_dir,
-        extra_sections=[
-            ("Filter steps", _steps_section(run.steps, dedup)),
-            ("Decontamination", _decontam_section(run.decontam_report)),
-            ("Mixture", mixture_report.markdown()),
-        ],
-    )
-    run._done("card", started, mixture_report.achieved)
     return PipelineReport(
         inputs=list(parents),
         rows=run.rows,
         candidates=candidates,
         mixture=mixture,
         mixture_rows=mixture_report.achieved,
-        card=card,
         steps=run.steps,
         decontam=run.decontam_report,
         dedup=dedup,

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filters.pipeline import FilterRunConfig
+from generators.generate import GenerateConfig
 from store.config import load_config
 from store.store import StoreConfig
+from verifiers.judge import JudgeConfig
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class DemoConfig:
     samples_per_prompt: int = 2
     max_tokens: int = 48
     temperature: float = 1.0
-    out_dir: str = "work/demo"
+    out_dir: str = field(default="work/demo", metadata={"path": True})
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class RunConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     filter: FilterRunConfig = field(default_factory=FilterRunConfig)
+    # Generation into the store (generators.generate) and judging a table (verifiers.judge):
+    # absent unless the run has them (each needs its own table, and generation a model).
+    generate: GenerateConfig | None = None
+    judge: JudgeConfig | None = None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

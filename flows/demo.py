@@ -65,7 +65,9 @@ def reference_rows(tasks: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], extra_lines: Sequence[str] = ()) -> None:
-    with path.open("w") as fh:
+    from store.jsonl import atomic_output
+
+    with atomic_output(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for line in extra_lines:
@@ -124,10 +126,10 @@ def _sandbox_check(problems: int) -> str:
 
 def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out: Path) -> None:
     """Initialise a checkpoint, sample from it into `table`, and show a rerun adds nothing."""
-    from flows.generate import generate_into_store
-    from flows.toy import toy_corpus
-    from generators.backends.local import LocalBackend
+    from generators.backends.config import BackendConfig, LocalConfig, make_backend
+    from generators.generate import GenerateConfig, PromptsConfig, SamplingConfig, generate
     from generators.tasks import SOURCES
+    from generators.tasks.corpus import toy_corpus
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
@@ -141,37 +143,37 @@ def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out
         f"  {model_dir}: preset {demo.model_preset}, {total:,} parameters ({activated:,} activated), "
         f"random weights (seed {cfg.seed}): pretraining is not built yet"
     )
-    backend = LocalBackend(model_dir)
-    tasks = [
-        task
-        for source in SOURCES.values()
-        for task in source.generate(demo.generate_prompts_per_source, seed=cfg.seed)
-    ]
-
-    def sample() -> Any:
-        return generate_into_store(
-            store,
-            table,
-            backend,
-            tasks,
+    generation = GenerateConfig(
+        table=table,
+        # One torch thread: on two shared cores a second OpenMP thread mostly waits (measured
+        # here under load: 2.5 s on one thread, 83 s on two, for this step).
+        backend=BackendConfig(kind="local", local=LocalConfig(model_dir=str(model_dir), threads=1)),
+        prompts=PromptsConfig(
+            sources={name: demo.generate_prompts_per_source for name in SOURCES}, seed=cfg.seed
+        ),
+        sampling=SamplingConfig(
             temperature=demo.temperature,
             max_tokens=demo.max_tokens,
             n=demo.samples_per_prompt,
             seed=cfg.seed,
-            lineage=lineage,
-        )
-
-    started = time.perf_counter()
-    report = sample()
-    seconds = time.perf_counter() - started
+        ),
+        shard_prompts=8,
+    )
+    backend = make_backend(generation.backend)
+    report = generate(store, generation, lineage, backend=backend)
     print(
-        f"  sampled {report.generated} completions for {report.prompts} prompts in {seconds:.1f} s "
-        f"({backend.identity}) -> {table}@{report.version}"
+        f"  sampled {report.generated} completions for {report.prompts} prompts in "
+        f"{report.shards} shards, {report.seconds:.1f} s ({report.backend}) -> "
+        f"{table}@{report.version}; {report.completion_tokens:,} tokens generated, finish: "
+        + ", ".join(f"{n} {reason}" for reason, n in sorted(report.finish_reasons.items()))
     )
     first = store.read(table).sort("sample_id").row(0, named=True)
     print(f"  e.g. {first['completion'][:90]!r} (finish: {first['finish_reason']})")
-    rerun = sample()
-    print(f"  rerun: {rerun.generated} generated, {rerun.already_present} already present")
+    rerun = generate(store, generation, lineage, backend=backend)
+    print(
+        f"  rerun: {rerun.shards_skipped} of {rerun.shards} shards already committed, "
+        f"{rerun.generated} generated, {rerun.already_present} already present"
+    )
 
 
 def run_demo(config_path: str | Path) -> int:
@@ -232,17 +234,17 @@ def run_demo(config_path: str | Path) -> int:
     _sample_from_model(cfg, store, generated, lineage, out)
 
     _say("4. Verify: math answers against gold, R1 format, code in the sandbox")
-    from flows.verify import judge_table
+    from verifiers.judge import JudgeConfig, judge
 
     for name in (table, generated):
-        judged = judge_table(store, name, lineage=lineage, workers=2)
+        judged = judge(store, JudgeConfig(name, workers=2), lineage)
         print(
             f"  judged {name}@{judged.judged_version}: {judged.rows} samples, "
             f"{judged.changed} with new verdicts -> {name}@{judged.version}"
         )
         for verifier, counts in judged.verdicts.items():
             print(f"    {verifier:<7} " + ", ".join(f"{n} {v}" for v, n in counts.items()))
-    again = judge_table(store, table, lineage=lineage, workers=2)
+    again = judge(store, JudgeConfig(table, workers=2), lineage)
     print(f"  judged {table} again: {again.changed} changed, still {table}@{again.version}")
     print("  " + _sandbox_check(demo.humaneval_problems))
 
@@ -283,18 +285,12 @@ def run_demo(config_path: str | Path) -> int:
         print("  skipped: the config has no filter: section")
 
     _say("7. Release: shards + manifest + card, loaded back with `datasets` offline")
-    from data_cards.from_store import write_card_for_version
-    from store.release import DATA_FILES, export_release, verify_release
+    from data_cards.from_store import release_card_writer
+    from store.release import export_release, verify_release
 
     release_dir = out / "release"
     release = export_release(
-        store,
-        release_table,
-        release_version,
-        release_dir,
-        write_card=lambda staging, _m: write_card_for_version(
-            store, release_table, release_version, staging, data_files=DATA_FILES
-        ),
+        store, release_table, release_version, release_dir, write_card=release_card_writer(store)
     )
     manifest = release.manifest
     print(

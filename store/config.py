@@ -13,10 +13,19 @@ What it promises:
   (`true` is not an int, `1` is not a string).
 - `extends: base.yaml` deep-merges the file over its parent; `${VAR}` and
   `${VAR:-default}` in strings read the environment.
-- Strings are never rewritten, so object-store URIs (`s3://...`) pass
-  through; relative `Path`s stay relative to the working directory.
+- Relative paths written in a config file are relative to that file's
+  directory, not to the working directory, so a config works from
+  anywhere: every `Path` field, and every `str` field marked
+  `field(metadata={"path": True})` (strings that may also be object-store
+  URIs, which pass through untouched). A value that an environment
+  variable supplied (`${R1F_STORE}`) was typed in a shell and stays
+  relative to the working directory; so do defaults and `config_from_dict`
+  values, which come from no file.
+- Other strings are never rewritten.
 - `config_hash` depends only on the resolved values, so it is stable across
-  runs and machines and can be written into lineage.
+  runs and can be written into lineage. Resolved paths are absolute, so the
+  same config file in a checkout at another place hashes differently: the
+  hash names what a run read and wrote, locations included.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import yaml
 
 T = TypeVar("T")
 
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -69,6 +79,9 @@ class _Node:
     # Set once `${...}` has been substituted, so a value is never expanded twice
     # and a number read from the environment may fill an int or float field.
     from_env: bool = False
+    # The directory relative paths in this value are relative to: the config
+    # file's, or None (no file, or an environment variable supplied the text).
+    base: str | None = None
 
 
 def _fail(node: _Node, key: str | None, reason: str) -> ConfigError:
@@ -111,7 +124,8 @@ def _from_yaml(node: yaml.Node, loader: yaml.SafeLoader, file: str, line: int | 
         items = [_from_yaml(n, loader, file, n.start_mark.line + 1) for n in node.value]
         return _Node(items, file, line)
     if not isinstance(node, yaml.MappingNode):
-        return _Node(loader.construct_object(node), file, line)
+        folder = os.path.dirname(os.path.abspath(file))
+        return _Node(loader.construct_object(node), file, line, base=folder)
     entries: dict[str, _Node] = {}
     merged: dict[str, _Node] = {}
     for key_node, value_node in node.value:
@@ -205,10 +219,16 @@ def _read(path: Path, chain: tuple[Path, ...]) -> _Node:
 # --- building typed objects --------------------------------------------------
 
 
-def _interpolate(node: _Node, key: str) -> str:
+def _interpolate(node: _Node, key: str) -> _Node:
+    """The node with `${...}` substituted; relative to the working directory if the
+    environment supplied any of it."""
+    from_environment = False
+
     def substitute(match: re.Match[str]) -> str:
+        nonlocal from_environment
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name)
+        from_environment = from_environment or bool(value)
         # Shell semantics of `:-`: the default also covers a variable set to "".
         if not value and default is not None:
             value = default
@@ -220,10 +240,19 @@ def _interpolate(node: _Node, key: str) -> str:
     text: str = node.value
     if "${" in _ENV_REF.sub("", text):
         raise _fail(node, key, f"malformed ${{...}} reference in {text!r}; write ${{NAME}}")
-    return _ENV_REF.sub(substitute, text)
+    value = _ENV_REF.sub(substitute, text)
+    base = None if from_environment else node.base
+    return _Node(value, node.file, node.line, from_env=True, base=base)
 
 
-def _scalar(node: _Node, tp: Any, key: str) -> Any:
+def _resolve_path(text: str, node: _Node) -> str:
+    """A relative path written in a config file, made relative to that file's directory."""
+    if node.base is None or not text or _URI.match(text) or os.path.isabs(text):
+        return text
+    return os.path.normpath(os.path.join(node.base, os.path.expanduser(text)))
+
+
+def _scalar(node: _Node, tp: Any, key: str, path: bool = False) -> Any:
     value = node.value
     if node.from_env and tp in (int, float, bool) and isinstance(value, str):
         # The environment only holds text; read it as YAML would have.
@@ -237,9 +266,9 @@ def _scalar(node: _Node, tp: Any, key: str) -> Any:
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if tp is str and isinstance(value, str):
-        return value
+        return _resolve_path(value, node) if path else value
     if tp is Path and isinstance(value, str | PurePath) and str(value):
-        return Path(value)
+        return Path(_resolve_path(str(value), node))
     if tp not in (bool, int, float, str, Path):
         raise TypeError(f"{key}: unsupported field type {tp!r} in config schema")
     raise _fail(node, key, f"expected {_type_name(tp)}, got {_describe(value)}")
@@ -258,7 +287,8 @@ def _build_dataclass(node: _Node, cls: Any, key: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name in node.value:
-            kwargs[name] = _build(node.value[name], hints[name], _join(key, name))
+            path = bool(f.metadata.get("path"))
+            kwargs[name] = _build(node.value[name], hints[name], _join(key, name), path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             doc = f.metadata.get("doc")
             reason = f"missing required key ({doc})" if doc else "missing required key"
@@ -270,19 +300,20 @@ def _build_dataclass(node: _Node, cls: Any, key: str) -> Any:
         raise _fail(node, key, str(exc)) from exc
 
 
-def _build(node: _Node, tp: Any, key: str) -> Any:
+def _build(node: _Node, tp: Any, key: str, path: bool = False) -> Any:
+    """`path`: the field holds file-system paths (see the module docstring)."""
     if isinstance(node.value, str) and not node.from_env and "${" in node.value:
-        node = _Node(_interpolate(node, key), node.file, node.line, from_env=True)
+        node = _interpolate(node, key)
     value, origin, args = node.value, get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
-            return _build(node, options[0], key)
+            return _build(node, options[0], key, path)
         for option in options:
             try:
-                return _build(node, option, key)
+                return _build(node, option, key, path)
             except ConfigError:
                 continue
         raise _fail(node, key, f"expected {_type_name(tp)}, got {_describe(value)}")
@@ -299,18 +330,19 @@ def _build(node: _Node, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise _fail(node, key, f"expected a list, got {_describe(value)}")
         if origin is list or args[1:] == (Ellipsis,):
-            items = [_build(n, args[0], f"{key}[{i}]") for i, n in enumerate(value)]
+            items = [_build(n, args[0], f"{key}[{i}]", path) for i, n in enumerate(value)]
             return items if origin is list else tuple(items)
         if len(value) != len(args):
             raise _fail(node, key, f"expected a list of {len(args)} items, got {len(value)}")
         return tuple(
-            _build(n, a, f"{key}[{i}]") for i, (n, a) in enumerate(zip(value, args, strict=True))
+            _build(n, a, f"{key}[{i}]", path)
+            for i, (n, a) in enumerate(zip(value, args, strict=True))
         )
     if origin is dict and args[0] is str:
         if not isinstance(value, dict):
             raise _fail(node, key, f"expected a mapping, got {_describe(value)}")
-        return {k: _build(n, args[1], _join(key, k)) for k, n in value.items()}
-    return _scalar(node, tp, key)
+        return {k: _build(n, args[1], _join(key, k), path) for k, n in value.items()}
+    return _scalar(node, tp, key, path)
 
 
 def _check_schema(schema: Any) -> None:

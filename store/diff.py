@@ -7,11 +7,12 @@ costs a few tens of MB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
 
+from store.lineage import CommitInfo
 from store.store import Store, StoreError, key_for
 
 COMPOSITION_KEYS = ("domain", "track", "source")
@@ -132,3 +133,36 @@ def _composition(joined: pl.DataFrame) -> list[dict[str, Any]]:
         .select(*COMPOSITION_KEYS, "old", "new", "delta", "added", "removed", "changed")
     )
     return table.to_dicts()
+
+
+def row_changes(store: Store, name: str, old: int, new: int) -> tuple[int, int, int]:
+    """(added, removed, changed) rows from `name@old` to `name@new`, keys and hashes only."""
+    key = key_for(name)
+    a = store.read(name, old, [key, "content_hash"])
+    b = store.read(name, new, [key, "content_hash"])
+    joined = a.join(b, on=key, how="full", suffix="_new", coalesce=True)
+    added = joined.filter(pl.col("content_hash").is_null()).height
+    removed = joined.filter(pl.col("content_hash_new").is_null()).height
+    changed = joined.filter(pl.col("content_hash") != pl.col("content_hash_new")).height
+    return added, removed, changed
+
+
+def history_with_row_changes(store: Store, name: str, limit: int | None = None) -> list[CommitInfo]:
+    """A table's history whose row counts agree with `diff_versions`.
+
+    Delta's metrics count what a commit wrote, so an overwrite that writes
+    the same 200 rows again reports "+200 rows" although nothing changed.
+    For each overwrite of a sample table, the counts here are the diff
+    against the version before it (keys and content hashes only); appends
+    and merges keep Delta's counts, which already say what changed.
+    """
+    commits = store.history(name, limit)
+    if key_for(name) != "sample_id":
+        return commits
+    exact = []
+    for commit in commits:
+        if commit.mode == "Overwrite" and commit.version > 0:
+            added, removed, changed = row_changes(store, name, commit.version - 1, commit.version)
+            commit = replace(commit, rows_added=added, rows_removed=removed, rows_updated=changed)
+        exact.append(commit)
+    return exact

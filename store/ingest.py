@@ -2,9 +2,21 @@
 
 Good rows are committed to the target table in one commit; bad rows go to
 `TABLE.quarantine` with the reason, the offending field and the source line,
-so nothing is lost and the user sees what to fix. Re-importing a file is a
-no-op for rows already present (keys are deterministic), so an import killed
-half-way is finished by running it again.
+so nothing is lost and the user sees what to fix. JSONL is read by
+`store.jsonl.read_jsonl`, the reader every command shares, so a line is bad
+here for the same reasons as anywhere else.
+
+Two modes:
+
+- `append` (the default): rows whose `sample_id` the table already holds are
+  left as they are, so re-importing a file is a no-op and an import killed
+  half-way is finished by running it again;
+- `upsert`: such rows replace the stored ones when their content differs
+  (a corrected completion, a new verdict), the rest are inserted.
+
+Generation-only fields that `r1f generate` writes but the Sample record does
+not hold (`token_ids`, `logprobs`; see `store.record.GENERATION_ONLY_FIELDS`)
+are dropped, and the report names them.
 """
 
 from __future__ import annotations
@@ -16,13 +28,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store import interrupt
+from store.jsonl import BadLine, cap, read_jsonl_lines
 from store.lineage import Lineage
 from store.record import (
+    GENERATION_ONLY_FIELDS,
+    IDENTITY_FIELDS,
     QUARANTINE_SCHEMA,
     SAMPLE_SCHEMA,
     RecordError,
@@ -31,8 +47,9 @@ from store.record import (
 )
 from store.store import QUARANTINE_SUFFIX, Store, StoreError, check_table_name
 
-RAW_CAP = 256 * 1024  # quarantined text is capped so a runaway line cannot bloat the table
 Progress = Callable[[int], None]  # called with the amount of input consumed since the last call
+ImportMode: TypeAlias = Literal["append", "upsert"]
+IMPORT_MODES: tuple[ImportMode, ...] = ("append", "upsert")
 
 
 @dataclass(frozen=True)
@@ -43,12 +60,17 @@ class ImportReport:
     rows_read: int
     valid: int
     invalid: int
-    written: int  # valid rows new to the table
-    already_present: int  # valid rows whose sample_id the table already had
+    written: int  # valid rows new to the table, or (upsert) replacing a stored row
+    already_present: int  # valid rows whose sample_id the table already had, left as stored
     version: int  # the table's version after the import (-1: table not created)
     quarantine_version: int | None
     reasons: dict[str, int]  # invalid rows by kind: the bad field, or the parse error
     examples: dict[str, str]  # for each kind, the first such row: "line N: full reason"
+    mode: ImportMode = "append"
+    updated: int = 0  # upsert: rows of `written` that replaced a stored row
+    dropped_fields: tuple[str, ...] = ()  # generation-only fields present in the input
+    # The first few invalid rows as every command reports bad lines: "FILE:LINE: reason"
+    bad_line_examples: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,8 +92,11 @@ def import_file(
     lineage: Lineage,
     progress: Progress | None = None,
     batch_rows: int = 2048,
+    mode: ImportMode = "append",
 ) -> ImportReport:
     """Validate `path` row by row, commit the good rows to `table`, quarantine the rest."""
+    if mode not in IMPORT_MODES:
+        raise StoreError(f"import mode must be one of {', '.join(IMPORT_MODES)}, got {mode!r}")
     check_table_name(table)
     if table.endswith(QUARANTINE_SUFFIX):
         raise StoreError(f"cannot import into {table}: quarantine tables are written by imports")
@@ -95,14 +120,20 @@ def import_file(
     bad: list[_Bad] = []
     first_line: dict[str, int] = {}
     stats = Counter[str]()
+    dropped: set[str] = set()
 
     def good_batches() -> Iterator[pa.RecordBatch]:
         buffer: list[dict[str, Any]] = []
         for line, parsed, raw in rows:
             stats["read"] += 1
-            if isinstance(parsed, _Bad):
-                bad.append(parsed)
+            if isinstance(parsed, BadLine):
+                bad.append(_Bad(line, None, parsed.reason, parsed.raw))
                 continue
+            if isinstance(parsed, dict):
+                extra = [f for f in GENERATION_ONLY_FIELDS if f in parsed]
+                if extra:
+                    dropped.update(extra)
+                    parsed = {k: v for k, v in parsed.items() if k not in GENERATION_ONLY_FIELDS}
             try:
                 row = validate_sample(parsed)
             except RecordError as err:
@@ -110,7 +141,12 @@ def import_file(
                 continue
             earlier = first_line.setdefault(row["sample_id"], line)
             if earlier != line:
-                reason = f"duplicate sample_id {row['sample_id']} (first seen at line {earlier})"
+                reason = (
+                    f"duplicate sample_id {row['sample_id']} (first seen at line {earlier}); "
+                    f"two samples of one prompt are distinct when they differ in one of "
+                    f"{', '.join(IDENTITY_FIELDS)} (e.g. sample_index 0, 1, ...) "
+                    "or carry their own sample_id"
+                )
                 bad.append(_Bad(line, "sample_id", reason, _raw_text(raw, parsed)))
                 continue
             stats["valid"] += 1
@@ -121,7 +157,10 @@ def import_file(
         if buffer:
             yield pa.RecordBatch.from_pylist(buffer, schema=SAMPLE_SCHEMA)
 
-    result = store.commit(table, good_batches(), lineage=lineage, mode="append")
+    if mode == "upsert":
+        result = store.upsert(table, good_batches(), lineage=lineage)
+    else:
+        result = store.commit(table, good_batches(), lineage=lineage, mode="append")
     quarantine_version = None
     if bad:
         q = store.commit(
@@ -144,6 +183,12 @@ def import_file(
         quarantine_version=quarantine_version,
         reasons=dict(Counter(_reason_kind(b) for b in bad).most_common()),
         examples=_examples(bad),
+        mode=mode,
+        updated=result.rows_updated,
+        dropped_fields=tuple(sorted(dropped)),
+        bad_line_examples=tuple(
+            f"{source}:{b.line}: {b.field + ': ' if b.field else ''}{b.reason}" for b in bad[:5]
+        ),
     )
 
 
@@ -153,7 +198,7 @@ def _reason_kind(bad: _Bad) -> str:
         return "duplicate sample_id"
     if bad.field:
         return f"field {bad.field}"
-    return bad.reason.split(":")[0]
+    return bad.reason.split(" (")[0].split(":")[0]  # "invalid JSON", "not UTF-8", ...
 
 
 def _examples(bad: list[_Bad]) -> dict[str, str]:
@@ -171,44 +216,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cap(text: str) -> str:
-    return (
-        text if len(text) <= RAW_CAP else text[:RAW_CAP] + f"... [{len(text) - RAW_CAP} more chars]"
-    )
-
-
 def _raw_text(raw: str | None, parsed: Any) -> str:
     """The source text of a bad row; Parquet rows have none, so they are shown as JSON."""
     if raw is None:
         raw = json.dumps(parsed, ensure_ascii=False, default=str)
-    return _cap(raw.rstrip("\n"))
+    return cap(raw.rstrip("\r\n"))
 
 
 def _jsonl_rows(path: Path, progress: Progress | None) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed object or _Bad, raw text); blank lines are not rows."""
-    with path.open("rb") as fh:
-        for number, data in enumerate(fh, start=1):
-            if progress:
-                progress(len(data))
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raw = _raw_text(data.decode("utf-8", errors="replace"), None)
-                yield (
-                    number,
-                    _Bad(number, None, f"not UTF-8: {err.reason} at byte {err.start}", raw),
-                    raw,
-                )
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                reason = f"invalid JSON: {err.msg} at column {err.colno}"
-                yield number, _Bad(number, None, reason, _raw_text(text, None)), text
-                continue
-            yield number, obj, text
+    """(line number, parsed object or BadLine, the line's text) from the shared reader,
+    with a check for Ctrl-C between lines (this runs on the store writer's thread)."""
+    for number, row, data in read_jsonl_lines(path, progress=progress):
+        interrupt.check()
+        yield number, row, data.decode("utf-8", errors="replace")
 
 
 def _parquet_rows(path: Path, progress: Progress | None) -> Iterator[tuple[int, Any, str | None]]:

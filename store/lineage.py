@@ -3,6 +3,8 @@
 Each commit to the store carries a `Lineage` as JSON in the Delta commit's
 custom metadata (key `r1f.lineage`), so the history of a table answers "which
 flow run, config and input versions made this?" without a side database.
+Beside it, under `r1f.reports`, the commit carries the stage's reports on
+the version (`store.reports`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from store.reports import REPORTS_KEY, Report, decode_reports
 
 LINEAGE_KEY = "r1f.lineage"
 
@@ -120,6 +124,8 @@ class CommitInfo:
     rows_removed: int | None
     rows_updated: int | None
     lineage: Lineage | None  # None for commits made outside r1f
+    mode: str | None = None  # a write's mode as Delta records it: Append, Overwrite, ...
+    reports: tuple[Report, ...] = ()  # stored with this commit (store.reports)
 
     def to_dict(self) -> dict[str, Any]:
         lineage = json.loads(self.lineage.to_json()) if self.lineage else None
@@ -130,7 +136,10 @@ class CommitInfo:
             "rows_added": self.rows_added,
             "rows_removed": self.rows_removed,
             "rows_updated": self.rows_updated,
+            "mode": self.mode,
             "lineage": lineage,
+            # Kinds only: a history listing stays short; `r1f datasets show --json` has the rest.
+            "reports": [r.kind for r in self.reports],
         }
 
 
@@ -149,4 +158,6 @@ def commit_info_from_delta(entry: dict[str, Any]) -> CommitInfo:
         rows_removed=None if removed is None else int(removed),
         rows_updated=None if updated is None else int(updated),
         lineage=Lineage.from_json(raw) if isinstance(raw, str) else None,
+        mode=(entry.get("operationParameters") or {}).get("mode"),
+        reports=decode_reports(entry.get(REPORTS_KEY)),
     )

@@ -103,6 +103,13 @@ IDENTITY_FIELDS = (
     "sample_index",
 )
 
+# Fields `r1f generate` writes beside a sample that the record does not hold:
+# the token ids are the completion re-encoded by the checkpoint's tokenizer
+# (reproducible from the text and `model_hash`), and per-token log-probs are a
+# generation-time diagnostic (RL recomputes them under the policy it trains).
+# `store.ingest` drops them on import and reports that it did.
+GENERATION_ONLY_FIELDS = ("token_ids", "logprobs")
+
 _STRING_FIELDS = {f.name for f in SAMPLE_SCHEMA if pa.types.is_string(f.type)}
 _INT_FIELDS = {f.name: f.type.bit_width for f in SAMPLE_SCHEMA if pa.types.is_integer(f.type)}
 _SAMPLING_KEYS = {f.name: f.type for f in SAMPLING_TYPE}
@@ -148,6 +155,20 @@ def _content_digest(values: Iterable[Any]) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()[:32]
+
+
+def sample_id_of(row: Mapping[str, Any]) -> str | None:
+    """The `sample_id` import gives a raw row: its own, else the computed one (None without
+    a string `prompt`). For commands that name rows the way the store will."""
+    given = row.get("sample_id")
+    if isinstance(given, str) and given:
+        return given
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    prompt_id = row.get("prompt_id")
+    identity = {**row, "prompt_id": prompt_id if prompt_id is not None else prompt_id_for(prompt)}
+    return sample_id_for(identity)
 
 
 def content_hash_for(row: Mapping[str, Any]) -> str:

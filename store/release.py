@@ -9,7 +9,9 @@ Layout::
 The release is assembled in a staging directory beside DIR and renamed into
 place at the end, so an interrupted export never leaves a half-written DIR.
 The store does not render cards itself (data_cards depends on store, not the
-reverse); callers pass `write_card`, which runs inside the staging directory.
+reverse); callers pass `write_card`, which runs inside the staging directory:
+`data_cards.from_store.release_card_writer(store)` writes the version's card,
+the same text `r1f datasets card` renders, with the reports stored with it.
 """
 
 from __future__ import annotations
@@ -55,8 +57,12 @@ def export_release(
 ) -> Release:
     """Write `name@version` to `to_dir` as shards + manifest (+ card); returns the manifest."""
     target = Path(to_dir)
+    if target.exists() and not target.is_dir():
+        raise StoreError(f"{target} is a file; export into a new directory")
     if target.exists() and any(target.iterdir()):
         raise StoreError(f"{target} exists and is not empty; export into a new directory")
+    if shard_bytes < 1:
+        raise StoreError(f"shard_bytes must be >= 1, got {shard_bytes}")
     info = store.info(name, version)
     staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -161,16 +167,33 @@ def _sha256(path: Path) -> str:
 def verify_release(path: str | os.PathLike[str]) -> list[str]:
     """Check a release against its manifest; returns the problems found (empty: intact)."""
     root = Path(path)
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "no such directory"
+        return [f"{root}: {what}; name a release directory (r1f datasets export --to DIR)"]
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         return [f"{manifest_path}: missing"]
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         return [f"{manifest_path}: invalid JSON ({err})"]
+    except UnicodeDecodeError as err:
+        return [f"{manifest_path}: not UTF-8 ({err.reason} at byte {err.start + 1})"]
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list):
+        return [f"{manifest_path}: not a release manifest (no 'shards' list)"]
     problems = []
     listed = set()
-    for shard in manifest.get("shards", []):
+    for i, shard in enumerate(shards):
+        fields = {"path": str, "bytes": int, "sha256": str}
+        if not isinstance(shard, dict) or any(
+            not isinstance(shard.get(k), t) for k, t in fields.items()
+        ):
+            problems.append(
+                f"{manifest_path}: shards[{i}] needs a string path, an integer bytes and "
+                "a string sha256"
+            )
+            continue
         file = root / shard["path"]
         listed.add(file.resolve())
         if not file.is_file():

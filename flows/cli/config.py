@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from flows.cli.common import add_command, print_json
+from flows.cli.common import add_command, add_group, print_json
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -24,8 +24,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add `config` and its subcommands to the top-level subparsers."""
-    config = commands.add_parser("config", help="inspect run configs")
-    cfg = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    cfg = add_group(commands, "config", "inspect run configs")
     p = add_command(
         cfg, "show", cmd_config_show, "print a config file fully resolved (defaults, extends)"
     )

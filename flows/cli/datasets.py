@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
-    DEFAULT_STORE,
+    EXIT_NO_VALID_INPUT,
     UserError,
     add_command,
+    add_group,
     cli_lineage,
     human_bytes,
+    input_file,
     make_console,
+    new_directory,
+    non_negative_int,
+    on_interrupt,
     open_store,
     parse_ref,
+    positive_int,
     print_json,
     print_table,
     progress_bar,
+    warn,
+    warn_bad_lines,
+    watch_store,
     when,
 )
 
@@ -69,10 +77,12 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
     composition = lf.group_by(groups).agg(pl.len().alias("rows")).sort(groups).collect()
     preview = lf.select(preview_cols).head(args.rows).collect()
     lineage = info.last_commit.lineage
+    reports = store.reports(name, info.version)
     if args.json:
         print_json(
             {
                 **info.to_dict(),
+                "reports": reports.to_dict(),
                 "content_hash": store.content_hash(name, info.version)
                 if info.kind == "samples"
                 else None,
@@ -82,7 +92,7 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
         )
         return 0
     console = make_console()
-    console.print(f"[bold]{name}@{info.version}[/bold]  ({info.kind})")
+    console.print(f"{name}@{info.version}  ({info.kind})", style="bold")
     facts = [
         ("rows", f"{info.rows:,}"),
         ("files", f"{info.files} ({human_bytes(info.bytes)})"),
@@ -101,6 +111,10 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
             ("parents", ", ".join(str(p) for p in lineage.parents) or "-"),
         ]
         facts += [(k, str(v)) for k, v in sorted(lineage.extra.items())]
+    described = ", ".join(f"{r.kind} (v{r.version})" for r in reports.reports)
+    if not reports.complete:
+        described += f" (log cleaned up before v{reports.searched_from})"
+    facts.append(("reports", described or "none stored"))
     print_table(None, ["", ""], facts)
     print_table("Composition", [*groups, "rows"], composition.rows())
     shown = preview.with_columns(
@@ -111,8 +125,11 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_history(args: argparse.Namespace) -> int:
+    from store.diff import history_with_row_changes
+
     store = open_store(args)
-    commits = store.history(args.name, args.limit)
+    # Overwrites get the diff's counts, so history and `r1f datasets diff` agree.
+    commits = history_with_row_changes(store, args.name, args.limit)
     if args.json:
         print_json([c.to_dict() for c in commits])
         return 0
@@ -177,29 +194,54 @@ def cmd_datasets_diff(args: argparse.Namespace) -> int:
 def cmd_datasets_import(args: argparse.Namespace) -> int:
     from store.ingest import import_file
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    path = input_file(args.file, None)
+    if path.suffix.lower() not in (".jsonl", ".parquet"):
+        raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
+    store = open_store(args, must_exist=False)
     total = path.stat().st_size if path.suffix.lower() == ".jsonl" else None
     unit = "bytes" if total is not None else "rows"
-    progress, advance = progress_bar(f"importing {path.name}", total, unit)
-    with progress:
+    bar, advance = progress_bar(f"importing {path.name}", total, unit)
+    with watch_store(store, "rerun the same command to finish the import"), bar:
         report = import_file(
-            open_store(args),
+            store,
             path,
             args.table,
             lineage=cli_lineage("r1f datasets import"),
             progress=advance,
+            mode=args.mode,
         )
     if args.json:
         print_json(report.to_dict())
     else:
+        warn_bad_lines(
+            {"bad_lines": report.invalid, "bad_line_examples": report.bad_line_examples},
+            f"quarantined in {report.table}.quarantine",
+        )
         console = make_console()
+        if report.mode == "upsert":
+            outcome = (
+                f"{report.written - report.updated:,} new, {report.updated:,} replacing a "
+                f"stored row, {report.already_present:,} unchanged"
+            )
+        else:
+            outcome = (
+                f"{report.written:,} new, {report.already_present:,} already in {report.table}"
+            )
         console.print(
-            f"{path}: read {report.rows_read:,} rows: {report.valid:,} valid "
-            f"({report.written:,} new, {report.already_present:,} already in {report.table}), "
+            f"{path}: read {report.rows_read:,} rows: {report.valid:,} valid ({outcome}), "
             f"{report.invalid:,} quarantined."
         )
+        if report.mode == "append" and report.already_present:
+            console.print(
+                f"Rows already in {report.table} (same sample_id) are left as stored; to replace "
+                f"them with this file's rows (a corrected completion, a new verdict), run: "
+                f"r1f datasets import {path} --table {report.table} --mode upsert"
+            )
+        if report.dropped_fields:
+            console.print(
+                f"Not stored: {', '.join(report.dropped_fields)} (generation-only fields; "
+                "the Sample record does not hold them)."
+            )
         if report.version >= 0:
             console.print(f"{report.table} is at version {report.version}.")
         if report.invalid:
@@ -213,31 +255,28 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
                 [(k, n, report.examples[k]) for k, n in report.reasons.items()],
             )
     if report.valid == 0:
-        make_console(stderr=True).print(f"error: {path}: no valid rows found")
-        return 1
+        warn(f"{path}: no valid rows found")
+        return EXIT_NO_VALID_INPUT
     return 0
 
 
 def cmd_datasets_export(args: argparse.Namespace) -> int:
-    from data_cards.from_store import write_card_for_version
-    from store.release import DATA_FILES, export_release
+    from data_cards.from_store import release_card_writer
+    from store.release import export_release
 
     store = open_store(args)
     name, version = parse_ref(args.ref, need_version=True)
     assert version is not None
+    target = new_directory(args.to, "--to")
     rows = store.info(name, version).rows
-
-    def write_card(staging: Path, manifest: dict[str, Any]) -> None:
-        write_card_for_version(store, name, version, staging, data_files=DATA_FILES)
-
-    progress, advance = progress_bar(f"exporting {name}@{version}", rows, "rows")
-    with progress:
+    bar, advance = progress_bar(f"exporting {name}@{version}", rows, "rows")
+    with on_interrupt(f"no release written: {target} was not created"), bar:
         release = export_release(
             store,
             name,
             version,
-            args.to,
-            write_card=write_card,
+            target,
+            write_card=release_card_writer(store),
             shard_bytes=args.shard_mb * 1024 * 1024,
             progress=advance,
         )
@@ -256,7 +295,11 @@ def cmd_datasets_export(args: argparse.Namespace) -> int:
 def cmd_datasets_verify(args: argparse.Namespace) -> int:
     from store.release import verify_release
 
-    problems = verify_release(args.dir)
+    release = Path(args.dir)
+    if not release.is_dir():
+        what = "is a file" if release.exists() else "no such directory"
+        raise UserError(f"{release}: {what}; name a release directory (r1f datasets export --to)")
+    problems = verify_release(release)
     if args.json:
         print_json({"path": args.dir, "ok": not problems, "problems": problems})
     elif problems:
@@ -273,7 +316,10 @@ def cmd_datasets_card(args: argparse.Namespace) -> int:
     store = open_store(args)
     name, version = parse_ref(args.ref)
     version = store.latest_version(name) if version is None else version
-    path = write_card_for_version(store, name, version, Path(args.to))
+    target = Path(args.to)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--to {target}: is a file; name a directory for the card")
+    path = write_card_for_version(store, name, version, target)
     if args.json:
         print_json({"card": str(path)})
     else:
@@ -282,7 +328,8 @@ def cmd_datasets_card(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_vacuum(args: argparse.Namespace) -> int:
-    orphans = open_store(args).vacuum(args.name, dry_run=not args.apply)
+    with on_interrupt("vacuum stopped part-way; the files it did not reach are still there"):
+        orphans = open_store(args).vacuum(args.name, dry_run=not args.apply)
     if args.json:
         print_json({"table": args.name, "removed" if args.apply else "would_remove": orphans})
         return 0
@@ -295,49 +342,42 @@ def cmd_datasets_vacuum(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add `datasets` and its subcommands to the top-level subparsers."""
-    datasets = commands.add_parser(
-        "datasets", help="inspect, import and export versioned dataset tables"
-    )
-    datasets.add_argument(
-        "--store",
-        default=os.environ.get("R1F_STORE", DEFAULT_STORE),
-        help="store root: a directory or object-store URI (default: $R1F_STORE or work/store)",
-    )
-    ds = datasets.add_subparsers(dest="datasets_command", metavar="COMMAND", required=True)
-    add_command(ds, "list", cmd_datasets_list, "list the tables in the store")
-    p = add_command(
-        ds, "show", cmd_datasets_show, "show one table version: size, lineage, composition"
-    )
+    ds = add_group(commands, "datasets", "inspect, import and export versioned dataset tables")
+
+    def add(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        return add_command(ds, name, handler, help, uses_store=name != "verify")
+
+    add("list", cmd_datasets_list, "list the tables in the store")
+    p = add("show", cmd_datasets_show, "show one table version: size, lineage, composition")
     p.add_argument("ref", metavar="NAME[@VERSION]")
-    p.add_argument("--rows", type=int, default=5, help="preview rows (default 5)")
-    p = add_command(ds, "history", cmd_datasets_history, "list a table's commits, newest first")
+    p.add_argument("--rows", type=non_negative_int, default=5, help="preview rows (default 5)")
+    p = add("history", cmd_datasets_history, "list a table's commits, newest first")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--limit", type=int, default=None)
-    p = add_command(
-        ds, "diff", cmd_datasets_diff, "rows added, removed and changed between two versions"
-    )
+    p.add_argument("--limit", type=positive_int, default=None, help="newest N commits")
+    p = add("diff", cmd_datasets_diff, "rows added, removed and changed between two versions")
     p.add_argument("old", metavar="NAME@A")
     p.add_argument("new", metavar="NAME@B")
-    p = add_command(
-        ds, "import", cmd_datasets_import, "import JSONL/Parquet rows; bad rows are quarantined"
-    )
+    p = add("import", cmd_datasets_import, "import JSONL/Parquet rows; bad rows are quarantined")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--table", required=True, metavar="NAME")
-    p = add_command(
-        ds, "export", cmd_datasets_export, "export a version as a release (shards, manifest, card)"
+    p.add_argument(
+        "--mode",
+        choices=("append", "upsert"),
+        default="append",
+        help="append (default): rows already stored are left as they are; "
+        "upsert: they are replaced when their content differs",
     )
+    p = add("export", cmd_datasets_export, "export a version as a release (shards, manifest, card)")
     p.add_argument("ref", metavar="NAME@VERSION")
-    p.add_argument("--to", required=True, metavar="DIR")
-    p.add_argument("--shard-mb", type=int, default=512, help="uncompressed MB per shard")
-    p = add_command(
-        ds, "verify", cmd_datasets_verify, "check a release's shards against its manifest"
+    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
+    p.add_argument(
+        "--shard-mb", type=positive_int, default=512, help="uncompressed MB per shard (default 512)"
     )
+    p = add("verify", cmd_datasets_verify, "check a release's shards against its manifest")
     p.add_argument("dir", metavar="DIR")
-    p = add_command(ds, "card", cmd_datasets_card, "render the dataset card of a version")
+    p = add("card", cmd_datasets_card, "render the dataset card of a version")
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("--to", required=True, metavar="DIR")
-    p = add_command(
-        ds, "vacuum", cmd_datasets_vacuum, "remove files no version references (killed writers)"
-    )
+    p = add("vacuum", cmd_datasets_vacuum, "remove files no version references (killed writers)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--apply", action="store_true", help="delete; without it, only list")

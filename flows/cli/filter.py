@@ -3,72 +3,41 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
+    EXIT_NO_VALID_INPUT,
+    StageBar,
     UserError,
     add_command,
+    add_group,
+    float_in,
+    input_file,
     make_console,
+    on_interrupt,
+    output_file,
+    positive_int,
     print_json,
     print_table,
+    warn,
+    warn_bad_lines,
+    watch_store,
 )
-
-
-class _StageBar:
-    """`r1f filter run` progress on stderr: one bar per stage, each left with its time."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=make_console(stderr=True),
-        )
-        self.task: Any = None
-
-    def _finish(self) -> None:
-        if self.task is None:
-            return
-        task = self.bar.tasks[-1]
-        done = task.total or task.completed or 1
-        self.bar.update(self.task, total=done, completed=done)
-        self.bar.stop_task(self.task)
-
-    def stage(self, name: str, total: int | None) -> None:
-        self._finish()
-        self.task = self.bar.add_task(name, total=total)
-
-    def advance(self, rows: int) -> None:
-        self.bar.advance(self.task, rows)
-
-    def __enter__(self) -> _StageBar:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._finish()
-        self.bar.stop()
 
 
 def cmd_filter_run(args: argparse.Namespace) -> int:
     from filters.executor import ExecutorError
     from filters.pipeline import PipelineError
+    from flows.config import load_run_config
     from flows.filter_run import run_filter
+    from store.store import Store
 
+    cfg = load_run_config(args.config)
+    store = Store(args.store or cfg.store.root, cfg.store.storage_options)
     try:
-        with _StageBar() as bar:
-            report = run_filter(args.config, progress=bar)
-    except (PipelineError, ExecutorError) as err:
+        with watch_store(store, "rerun the same command to finish"), StageBar() as bar:
+            report = run_filter(args.config, progress=bar, store_root=args.store)
+    except (PipelineError, ExecutorError, ValueError) as err:  # ValueError: a benchmark file
         raise UserError(str(err)) from None
     if args.json:
         print_json(report.to_dict())
@@ -134,15 +103,17 @@ def cmd_filter_run(args: argparse.Namespace) -> int:
 def cmd_filter_dedup(args: argparse.Namespace) -> int:
     from filters.dedup import dedup_jsonl
 
-    path = Path(args.input)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    source = input_file(args.input, "--input")
+    target = output_file(args.output, "--output")
     err = make_console(stderr=True)
     try:
-        with err.status(f"deduplicating {path.name} on {args.field!r}"):
+        with (
+            on_interrupt(f"{target} was not written (left as it was)"),
+            err.status(f"deduplicating {source.name} on {args.field!r}"),
+        ):
             stats = dedup_jsonl(
-                path,
-                args.output,
+                source,
+                target,
                 field=args.field,
                 threshold=args.threshold,
                 method=args.method,
@@ -154,27 +125,35 @@ def cmd_filter_dedup(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     if args.json:
         print_json(stats)
-        return 0
-    make_console().print(
-        f"{path} -> {args.output}: {stats['docs']:,} rows, {stats['duplicates']:,} duplicates "
-        f"in {stats['clusters']:,} clusters ({args.method} on {args.field!r}); "
-        "`duplicate_of` names the kept copy's id."
-    )
+    else:
+        warn_bad_lines(stats)
+        make_console().print(
+            f"{source} -> {target}: {stats['docs']:,} rows, {stats['duplicates']:,} duplicates "
+            f"in {stats['clusters']:,} clusters ({args.method} on {args.field!r}); "
+            "`duplicate_of` names the kept copy's id."
+        )
+    if stats["docs"] == 0:
+        warn(f"{source}: no valid rows found")
+        return EXIT_NO_VALID_INPUT
     return 0
 
 
 def cmd_filter_decontaminate(args: argparse.Namespace) -> int:
     from filters.decontam import DEFAULT_N, decontaminate_jsonl
 
-    path = Path(args.input)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    source = input_file(args.input, "--input")
+    target = output_file(args.output, "--output")
+    for benchmark in args.benchmarks:
+        input_file(benchmark, "--benchmarks")
     try:
-        with make_console(stderr=True).status(f"checking {path.name} against benchmarks"):
+        with (
+            on_interrupt(f"{target} was not written (left as it was)"),
+            make_console(stderr=True).status(f"checking {source.name} against benchmarks"),
+        ):
             report = decontaminate_jsonl(
-                path,
+                source,
                 args.benchmarks,
-                args.output,
+                target,
                 n=args.n or [DEFAULT_N],
                 fields=args.fields,
                 id_field=args.id_field,
@@ -182,49 +161,74 @@ def cmd_filter_decontaminate(args: argparse.Namespace) -> int:
             )
     except ValueError as error:
         raise UserError(str(error)) from None
+    summary = report.as_dict()
     if args.json:
-        print_json(report.as_dict())
-        return 0
-    grams = " and ".join(str(n) for n in sorted(report.ns))
-    make_console().print(
-        f"{path} -> {args.output}: {report.samples:,} rows checked for {grams}-gram overlap, "
-        f"{report.contaminated:,} contaminated."
-    )
-    print_table(
-        None,
-        ["benchmark", "items", "contaminated rows", "items leaked", "too short to check"],
-        [
-            (
-                b.name,
-                f"{b.items:,}",
-                f"{b.contaminated:,}",
-                f"{len(b.items_leaked):,}",
-                f"{b.skipped_items:,}",
-            )
-            for b in report.benchmarks.values()
-        ],
-    )
+        print_json(summary)
+    else:
+        warn_bad_lines(summary)
+        grams = " and ".join(str(n) for n in sorted(report.ns))
+        make_console().print(
+            f"{source} -> {target}: {report.samples:,} rows checked for {grams}-gram overlap, "
+            f"{report.contaminated:,} contaminated."
+        )
+        print_table(
+            None,
+            ["benchmark", "items", "contaminated rows", "items leaked", "too short to check"],
+            [
+                (
+                    b.name,
+                    f"{b.items:,}",
+                    f"{b.contaminated:,}",
+                    f"{len(b.items_leaked):,}",
+                    f"{b.skipped_items:,}",
+                )
+                for b in report.benchmarks.values()
+            ],
+        )
+    if report.samples == 0:
+        warn(f"{source}: no valid rows found")
+        return EXIT_NO_VALID_INPUT
     return 0
 
 
 def register(commands: Any) -> None:
     """Add `filter` and its subcommands to the top-level subparsers."""
-    filt = commands.add_parser(
-        "filter", help="filter, dedup, decontaminate and assemble the SFT mixture"
+    fl = add_group(commands, "filter", "filter, dedup, decontaminate and assemble the SFT mixture")
+    p = add_command(
+        fl,
+        "run",
+        cmd_filter_run,
+        "filter store tables and assemble the SFT mixture",
+        uses_store=True,
     )
-    fl = filt.add_subparsers(dest="filter_command", metavar="COMMAND", required=True)
-    p = add_command(fl, "run", cmd_filter_run, "filter store tables and assemble the SFT mixture")
-    p.add_argument("--config", required=True, metavar="FILE", help="run config with a filter:")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="run config with a filter: section (--store replaces its store.root)",
+    )
+    out_help = "written atomically; may be the input itself"
     p = add_command(fl, "dedup", cmd_filter_dedup, "mark exact or near duplicates in a JSONL file")
-    p.add_argument("--input", required=True, metavar="IN.jsonl", help="rows with a unique id")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--input", required=True, metavar="IN.jsonl", help="rows as import takes them")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl", help=out_help)
     p.add_argument("--field", default="completion", help="text to compare (default completion)")
     p.add_argument(
-        "--threshold", type=float, default=0.8, metavar="J", help="Jaccard (default 0.8)"
+        "--threshold",
+        type=float_in(0, 1, low_open=True),
+        default=0.8,
+        metavar="J",
+        help="Jaccard similarity in (0, 1] (default 0.8)",
     )
     p.add_argument("--method", choices=("near", "exact"), default="near")
-    p.add_argument("--id-field", default="id", help="field holding each row's id (default id)")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations")
+    p.add_argument(
+        "--id-field",
+        default=None,
+        help="field holding each row's id (default: sample_id, else id, else the id "
+        "import gives the row)",
+    )
+    p.add_argument(
+        "--num-perm", type=positive_int, default=128, help="MinHash permutations (default 128)"
+    )
     p = add_command(
         fl, "decontaminate", cmd_filter_decontaminate, "flag rows sharing n-grams with benchmarks"
     )
@@ -232,10 +236,14 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--benchmarks", action="append", required=True, metavar="B.jsonl", help="repeatable"
     )
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl", help=out_help)
     p.add_argument(
-        "--n", type=int, action="append", default=None, help="gram length (default 13; repeatable)"
+        "--n",
+        type=positive_int,
+        action="append",
+        default=None,
+        help="gram length (default 13; repeatable)",
     )
     p.add_argument("--fields", nargs="+", default=["prompt", "completion"], metavar="FIELD")
-    p.add_argument("--id-field", default="id", help="names rows in the report (default id)")
+    p.add_argument("--id-field", default=None, help="names rows in the report (default: as dedup)")
     p.add_argument("--text-field", default=None, help="benchmark text field (default: guessed)")

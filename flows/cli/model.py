@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
     UserError,
     add_command,
+    add_group,
     human_bytes,
     make_console,
+    non_negative_int,
+    on_interrupt,
     print_json,
     print_table,
 )
 
 
+def unreadable_checkpoint(path: str, err: BaseException) -> UserError:
+    """One line for a checkpoint that cannot be read (corrupt safetensors, bad config.json);
+    a message of ours that already names the directory is kept as it is."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    if str(path) in text:
+        return UserError(text)
+    return UserError(f"{path}: not a readable checkpoint ({text})")
+
+
 def cmd_model_init(args: argparse.Namespace) -> int:
-    from flows.toy import toy_corpus
+    from generators.tasks.corpus import toy_corpus
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
@@ -27,15 +41,37 @@ def cmd_model_init(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise UserError(f"{out}: exists and is not empty; pass --force to write into it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; name a directory")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"--out {out}: exists and is not empty; pass --force to write into it")
     with make_console(stderr=True).status("training the tokenizer on the toy corpus"):
         tokenizer = train_tokenizer(toy_corpus(), vocab_size=max(config.vocab_size, MIN_VOCAB_SIZE))
+    # A new checkpoint is written beside its target and renamed into place, so an
+    # interrupted init leaves no half-written directory; --force writes in place.
+    in_place = out.exists() and any(out.iterdir())
+    staging = out if in_place else out.with_name(f".{out.name}.partial-{os.getpid()}")
+    note = (
+        f"the checkpoint in {out} may be incomplete; run the command again"
+        if in_place
+        else f"no checkpoint written: {out} was not created"
+    )
     try:
-        with make_console(stderr=True).status(f"initialising with seed {args.seed}"):
-            path, used = init_checkpoint(config, args.seed, out, tokenizer=tokenizer)
+        with (
+            on_interrupt(note),
+            make_console(stderr=True).status(f"initialising with seed {args.seed}"),
+        ):
+            _, used = init_checkpoint(config, args.seed, staging, tokenizer=tokenizer)
+            if not in_place:
+                if out.exists():
+                    out.rmdir()  # empty, checked above
+                staging.rename(out)
     except ValueError as err:
         raise UserError(str(err)) from None
+    finally:
+        if not in_place:
+            shutil.rmtree(staging, ignore_errors=True)
+    path = out
     total, activated = count_parameters(used)
     summary = {
         "path": str(path),
@@ -62,17 +98,20 @@ def cmd_model_init(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     from trainer.init import describe_checkpoint
 
+    if not Path(args.dir).is_dir():
+        what = "is a file" if Path(args.dir).exists() else "no such directory"
+        raise UserError(f"{args.dir}: {what}; name a checkpoint directory")
     try:
         info = describe_checkpoint(args.dir)
-    except (ValueError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
+    except Exception as err:  # safetensors, JSON: a damaged file, not a bug
+        raise unreadable_checkpoint(args.dir, err) from None
     if args.json:
         print_json(info)
         return 0
     params, kv = info["parameters"], info["kv_cache"]
     console = make_console()
     console.print(
-        f"[bold]{info['path']}[/bold]  ({info['model_type']}, {info['dtype']}, "
+        f"{info['path']}  ({info['model_type']}, {info['dtype']}, "
         f"{info['n_tensors']} tensors, {human_bytes(info['weight_bytes'])})\n"
         f"model hash {info['model_hash']}"
     )
@@ -110,8 +149,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add `model` and its subcommands to the top-level subparsers."""
-    model = commands.add_parser("model", help="create and inspect model checkpoints")
-    md = model.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
+    md = add_group(commands, "model", "create and inspect model checkpoints")
     p = add_command(
         md, "init", cmd_model_init, "randomly initialise a checkpoint (with a toy tokenizer)"
     )
@@ -119,7 +157,7 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--config", default=None, metavar="FILE", help="YAML/JSON ModelArgs or config.json"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
     p = add_command(

@@ -16,6 +16,7 @@ import yaml
 from data_cards.render import CardMeta, card_text, render_card, size_category
 from data_cards.stats import NULL_KEY, CardStats, compute_stats
 from store.record import to_table, validate_sample
+from store.reports import AttachedReport, Report, VersionReports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LENGTH_FIELDS = ("prompt_chars", "completion_chars", "reasoning_chars", "answer_chars")
@@ -268,8 +269,18 @@ def test_size_category_buckets(rows: int, label: str) -> None:
     assert size_category(rows) == label
 
 
+def _reports(*attached: AttachedReport, searched_from: int = 0, complete: bool = True) -> Any:
+    return VersionReports("toy_sft", 3, attached, searched_from, complete)
+
+
 def test_body_sections_in_order(stats: CardStats) -> None:
-    meta = _meta(extra_sections=[("Decontamination", "No overlap with the eval sets.")])
+    decontam = Report("filter.decontamination", "Decontamination", {}, "No overlap.")
+    cost = Report("generation.cost", "Generation cost", {"tokens": 1200, "finish": {"stop": 3}})
+    meta = _meta(
+        reports=_reports(
+            AttachedReport(cost, 1, "r1f generate"), AttachedReport(decontam, 3, "filters")
+        )
+    )
     text = card_text(stats, meta)
     headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
@@ -277,6 +288,7 @@ def test_body_sections_in_order(stats: CardStats) -> None:
         "Length distributions",
         "Verdicts",
         "Filter decisions and reject reasons",
+        "Generation cost",
         "Decontamination",
         "Lineage",
         "History",
@@ -289,6 +301,34 @@ def test_body_sections_in_order(stats: CardStats) -> None:
     assert "| rejected | too_long |" in text
     assert 'pl.read_parquet(f"{DIR}/**/*.parquet")' in text
     assert "r1f datasets export toy_sft@3 --to DIR" in text
+    # Each report is signed with the version it was stored with; an older one says so.
+    assert "_Report `filter.decontamination`, stored with version 3 by `filters`._" in text
+    assert (
+        "_Report `generation.cost`, stored with version 1 by `r1f generate`; versions 2-3 "
+        "added or changed rows without a new `generation.cost` report, so it describes the "
+        "rows of version 1._"
+    ) in text
+    # Without Markdown, the report's data is shown as a table.
+    assert "| `tokens` | 1200 |" in text and '| `finish` | `{"stop": 3}` |' in text
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["r1f"]["reports"] == ["generation.cost", "filter.decontamination"]
+
+
+def test_a_version_without_reports_says_so(stats: CardStats) -> None:
+    text = card_text(stats, _meta(reports=_reports(searched_from=2)))
+    assert "## Reports\n\nNo reports were stored with versions 2-3" in text
+    assert "its writer, `filters.reject`, attached none" in text
+    assert yaml.safe_load(text.split("---\n")[1])["r1f"]["reports"] == []
+    # Rendered from stats alone (no store), the card has no reports section at all.
+    assert "## Reports" not in card_text(stats, _meta())
+
+
+def test_a_log_cut_short_is_named(stats: CardStats) -> None:
+    steps = Report("filter.steps", "Filter steps", {}, "Every step.")
+    meta = _meta(reports=_reports(AttachedReport(steps, 3, None), searched_from=2, complete=False))
+    text = card_text(stats, meta)
+    assert "## Filter steps" in text and "stored with version 3._" in text
+    assert "no longer reaches back before version 2" in text
 
 
 def test_says_when_nothing_judged_or_filtered() -> None:

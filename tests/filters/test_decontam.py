@@ -178,14 +178,25 @@ def test_jsonl_round_trip_and_report(tmp_path: Path) -> None:
     assert report.as_dict()["benchmarks"][0]["items_leaked"] == 2
 
 
-def test_jsonl_row_errors(tmp_path: Path) -> None:
+def test_jsonl_bad_rows_are_reported_and_left_out(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    source.write_text(json.dumps({"id": 1, "text": "hello"}) + "\n")
-    with pytest.raises(ValueError, match=r"in.jsonl:1: none of 'prompt', 'completion'"):
-        decontaminate_jsonl(source, [TOY_BENCHMARK], tmp_path / "out.jsonl")
-    source.write_text(json.dumps({"id": 1, "prompt": 5}) + "\n")
-    with pytest.raises(ValueError, match=r"in.jsonl:1: 'prompt' is a int"):
-        decontaminate_jsonl(source, [TOY_BENCHMARK], tmp_path / "out.jsonl")
+    source.write_text(
+        json.dumps({"id": 1, "text": "hello"})
+        + "\n"
+        + json.dumps({"id": 2, "prompt": 5})
+        + "\n[1]\n"
+        + json.dumps({"id": 3, "prompt": "fine"})
+        + "\n"
+    )
+    report = decontaminate_jsonl(source, [TOY_BENCHMARK], tmp_path / "out.jsonl")
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == [3]
+    assert report.bad_lines is not None and report.bad_lines.count == 3
+    first, second, third = report.bad_lines.examples
+    assert first.startswith(f"{source}:1: none of 'prompt', 'completion'")
+    assert second == f"{source}:2: 'prompt' is a int, not a string"
+    assert third == f"{source}:3: expected a JSON object, got an array"
+    assert report.as_dict()["bad_lines"] == 3
 
 
 def test_empty_report_renders() -> None:

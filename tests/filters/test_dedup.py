@@ -231,16 +231,46 @@ def test_dedup_jsonl_on_prompts_and_on_completions(tmp_path: Path) -> None:
     assert sum(r["duplicate_of"] is None for r in by_prompt) == 50
 
 
-def test_dedup_jsonl_errors_name_the_line(tmp_path: Path) -> None:
+def test_dedup_jsonl_reports_bad_rows_and_dedups_the_rest(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    write_rows(source, [{"id": "a", "completion": "x"}, {"id": "a", "completion": "y"}])
-    with pytest.raises(ValueError, match=r"in.jsonl:2: id 'a' already used on line 1"):
-        dedup_jsonl(source, tmp_path / "out.jsonl")
-    write_rows(source, [{"id": "a", "completion": "x"}, {"completion": "y"}])
-    with pytest.raises(ValueError, match=r"in.jsonl:2: 'id' must be"):
-        dedup_jsonl(source, tmp_path / "out.jsonl")
-    write_rows(source, [{"id": "a", "prompt": "x"}])
-    with pytest.raises(ValueError, match=r"in.jsonl:1: 'completion' is missing"):
-        dedup_jsonl(source, tmp_path / "out.jsonl")
+    source.write_bytes(
+        b"".join(
+            [
+                b'{"id": "a", "completion": "x y z"}\n',
+                b'{"id": "a", "completion": "y"}\n',  # repeated id
+                b'{"completion": "no id"}\n',  # no sample_id, id or prompt
+                b'{"id": "b", "prompt": "x"}\n',  # no completion
+                b"{broken\n",
+                b'{"id": "c", "completion": "\\ud800"}\n',  # lone surrogate
+                b'{"id": "d", "completion": "x y z"}\n',
+            ]
+        )
+    )
+    stats = dedup_jsonl(source, tmp_path / "out.jsonl", method="exact")
+    out = read_rows(tmp_path / "out.jsonl")
+    assert [(r["id"], r["duplicate_of"]) for r in out] == [("a", None), ("d", "a")]
+    assert stats["bad_lines"] == 5
+    reasons = "\n".join(stats["bad_line_examples"])
+    assert f"{source}:2: id 'a' already used on line 1" in reasons
+    assert f"{source}:3: no id" in reasons
+    assert f"{source}:4: 'completion' is missing" in reasons
+    assert f"{source}:5: invalid JSON" in reasons
+    assert f"{source}:6: invalid JSON (lone surrogate \\ud800" in reasons
     with pytest.raises(ValueError, match="method"):
         dedup_jsonl(source, tmp_path / "out.jsonl", method="fuzzy")  # type: ignore[arg-type]
+
+
+def test_dedup_jsonl_takes_the_rows_import_takes(tmp_path: Path) -> None:
+    # No `id`: rows are named by the sample id import gives them, and their sample_index
+    # keeps two samples of one prompt apart, as in the store.
+    source = tmp_path / "in.jsonl"
+    rows = [
+        {"prompt": "p", "completion": "same text here", "sample_index": 0},
+        {"prompt": "p", "completion": "same text here", "sample_index": 1},
+    ]
+    write_rows(source, rows)
+    dedup_jsonl(source, source, method="exact")  # in place: read fully, then replaced
+    out = read_rows(source)
+    assert out[0]["duplicate_of"] is None or out[1]["duplicate_of"] is None
+    assert {r["sample_index"] for r in out} == {0, 1}
+    assert sum(r["duplicate_of"] is not None for r in out) == 1

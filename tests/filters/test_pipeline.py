@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from data_cards.from_store import card_text_for_version
 from filters.decontam import TOY_BENCHMARK
 from filters.mixture import TrackSpec
 from filters.pipeline import (
@@ -271,19 +272,41 @@ def test_several_inputs_make_one_commit_per_output(tmp_path: Path) -> None:
     assert mix_commit.parents == (TableRef("first", 0), TableRef("second", 0), report.candidates)
 
 
-def test_card_carries_the_step_decontamination_and_mixture_sections(
+def test_both_versions_carry_the_step_decontamination_and_mixture_reports(
     store: Store, tmp_path: Path
 ) -> None:
     report = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"))
-    assert report.card is not None
-    text = report.card.read_text()
-    assert report.card.parent == tmp_path / "cards" / "sft-mixture-v0"
+    steps = [s.step for s in report.steps]
+    assert steps == ["rejection", "decontamination", "dedup", "mixture"]
+    kinds = ["filter.steps", "filter.decontamination", "filter.mixture"]
+    for ref in (report.candidates, report.mixture):
+        found = store.reports(ref.table, ref.version)
+        assert found.kinds() == kinds and {r.version for r in found.reports} == {ref.version}
+        assert {r.writer for r in found.reports} == {"test"}
+    found = store.reports("sft-mixture", report.mixture.version)
+    data = {r.kind: r.report.data for r in found.reports}
+    assert [s["step"] for s in data["filter.steps"]["steps"]] == steps
+    assert data["filter.steps"]["dedup"] == report.dedup
+    assert (
+        report.decontam is not None and data["filter.decontamination"] == report.decontam.as_dict()
+    )
+    assert data["filter.mixture"] == report.mixture_report.to_dict()
+    # The run renders no card of its own; the one rendered from the store has the sections.
+    assert not (tmp_path / "cards").exists()
+    text = card_text_for_version(store, "sft-mixture", 0)
     for heading in ("## Filter steps", "## Decontamination", "## Mixture", "## Lineage"):
         assert text.count(heading) == 1, heading
     assert "`verified:incorrect`" in text and "`dedup:near`" in text
     assert "toy_benchmark" in text and "| `reasoning` | 30 | 30 |" in text
-    steps = [s.step for s in report.steps]
-    assert steps == ["rejection", "decontamination", "dedup", "mixture"]
+
+
+def test_a_run_without_benchmarks_reports_it_did_not_check(store: Store, tmp_path: Path) -> None:
+    report = run_filter_pipeline(
+        store, config(tmp_path, decontam=DecontamConfig()), Lineage(writer="test")
+    )
+    found = store.reports("sft-mixture", report.mixture.version).get("filter.decontamination")
+    assert found is not None and found.report.data == {"checked": False}
+    assert "not checked" in found.report.markdown
 
 
 def test_selection_and_pass_rate_window(tmp_path: Path) -> None:
@@ -381,14 +404,14 @@ KILLED_RUN = textwrap.dedent(
     root, cfg_path, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     real_write = pipeline._Run.write
 
-    def write(self, name, lineage, copies, total, *, before_commit=None):
+    def write(self, name, lineage, copies, total, *, before_commit=None, **kwargs):
         def stall():
             if before_commit is not None:
                 before_commit()
             marker.write_text(name)  # the parent kills us from here on
             time.sleep(600)
         hook = stall if name == "sft-mixture" else before_commit
-        return real_write(self, name, lineage, copies, total, before_commit=hook)
+        return real_write(self, name, lineage, copies, total, before_commit=hook, **kwargs)
 
     pipeline._Run.write = write
     cfg = pickle.loads(Path(cfg_path).read_bytes())
@@ -428,6 +451,12 @@ def test_a_run_killed_before_its_mixture_commit_is_finished_by_a_rerun(
     assert reopened.latest_version("sft-candidates") == 1
     assert reopened.latest_version("sft-mixture") == first.mixture.version == 0
     assert reopened.content_hash("sft-mixture") == mixture_hash
+    # Each version carries the reports of the run that wrote it, and only those.
+    kinds = ["filter.steps", "filter.decontamination", "filter.mixture"]
+    for table, version, writer in (("sft-candidates", 1, "doomed"), ("sft-mixture", 0, "test")):
+        found = reopened.reports(table, version)
+        assert found.kinds() == kinds
+        assert {(r.version, r.writer) for r in found.reports} == {(version, writer)}
     # A rerun finishes the work: a new version of each, the same mixture
     # content (same inputs, same seed), lineage naming the new candidates.
     again = run_filter_pipeline(reopened, cfg, Lineage(writer="test"), seed=3)

@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert "32 valid (32 new, 0 already present), 3 quarantined -> toy-reference@0" in out
     assert "32 valid (0 new, 32 already present)" in out  # the rerun adds nothing
     assert "sampled 8 completions for 8 prompts" in out
-    assert "rerun: 0 generated, 8 already present" in out
+    assert "rerun: 1 of 1 shards already committed, 0 generated, 8 already present" in out
     assert "judged toy-generated@0: 8 samples, 8 with new verdicts -> toy-generated@1" in out
     assert "judged toy-reference@1: 64 samples, 64 with new verdicts -> toy-reference@2" in out
     assert "format  64 correct" in out and "math    32 correct" in out

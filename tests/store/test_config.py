@@ -1,5 +1,5 @@
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from textwrap import dedent
 from typing import Literal
@@ -215,11 +215,49 @@ def test_uri_strings_pass_through_untouched(tmp_path: Path) -> None:
         assert config_to_dict(cfg)["store"]["root"] == uri
 
 
-def test_relative_paths_stay_relative(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class PathsConfig:
+    out_dir: Path = Path("runs")
+    root: str = field(default="store", metadata={"path": True})
+    files: list[str] = field(default_factory=list, metadata={"path": True})
+    label: str = "plain/text"
+
+
+def test_relative_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sub = tmp_path / "configs"
     sub.mkdir()
-    path = write(sub, "run.yaml", "seed: 1\nstore: {root: r}\nout_dir: runs/toy\n")
-    assert load_config(path, RunConfig).out_dir == Path("runs/toy")
+    path = write(
+        sub,
+        "run.yaml",
+        "out_dir: runs/toy\nroot: ../work/store\nfiles: [a.jsonl, /abs/b.jsonl]\nlabel: x/y\n",
+    )
+    monkeypatch.chdir(tmp_path / "configs")  # the working directory does not matter
+    cfg = load_config(path, PathsConfig)
+    assert cfg.out_dir == sub / "runs/toy"
+    assert cfg.root == str(tmp_path / "work/store")
+    assert cfg.files == [str(sub / "a.jsonl"), "/abs/b.jsonl"]
+    assert cfg.label == "x/y"  # an unmarked string is not a path
+    # Values from the environment were typed in a shell: relative to the working directory.
+    monkeypatch.setenv("R1F_TEST_ROOT", "mine")
+    env = write(sub, "env.yaml", "root: ${R1F_TEST_ROOT:-fallback}\nfiles: [s3://b/x]\n")
+    assert load_config(env, PathsConfig).root == "mine"
+    monkeypatch.delenv("R1F_TEST_ROOT")
+    cfg = load_config(env, PathsConfig)
+    assert cfg.root == str(sub / "fallback") and cfg.files == ["s3://b/x"]
+    # Defaults and in-memory configs come from no file and stay as they are.
+    assert load_config(write(sub, "empty.yaml", "label: z\n"), PathsConfig).root == "store"
+    assert config_from_dict({"root": "r"}, PathsConfig).root == "r"
+
+
+def test_inherited_paths_are_relative_to_the_file_that_wrote_them(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", "root: data/store\n")
+    (tmp_path / "runs").mkdir()
+    child = write(tmp_path / "runs", "child.yaml", "extends: ../base.yaml\nout_dir: out\n")
+    cfg = load_config(child, PathsConfig)
+    assert cfg.root == str(tmp_path / "data/store")
+    assert cfg.out_dir == tmp_path / "runs/out"
 
 
 def test_extends_deep_merges_child_over_parent(tmp_path: Path) -> None:
@@ -288,7 +326,8 @@ def test_env_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     cfg = load_config(path, RunConfig)
     assert cfg.seed == 42
     assert cfg.store.root == "s3://my-bucket/store"
-    assert cfg.out_dir == Path("runs/default") and cfg.greedy is True
+    # A default written in the file is a path in the file: relative to it.
+    assert cfg.out_dir == path.parent / "runs/default" and cfg.greedy is True
 
 
 def test_env_value_is_not_expanded_twice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,7 +396,8 @@ def test_dump_load_round_trip(tmp_path: Path) -> None:
     text = dump_config(cfg)
     assert text.splitlines()[0] == "seed: 3"  # field order, not sorted
     path = write(tmp_path, "dumped.yaml", text)
-    assert load_config(path, RunConfig) == cfg
+    # A relative path read back is relative to the file it was dumped to.
+    assert load_config(path, RunConfig) == replace(cfg, out_dir=tmp_path / "runs/x")
     assert config_to_dict(cfg)["out_dir"] == "runs/x"
     assert config_to_dict(cfg)["tags"] == ["a", "1.0", "yes"]
 

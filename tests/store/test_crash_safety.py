@@ -4,6 +4,9 @@ A real child process streams rows into a commit; once it is inside
 `write_deltalake` (it has handed over several batches), the test kills it
 with SIGKILL. The previous version must still be the latest, readable and
 unchanged, and a rerun of the same write must finish it without duplicates.
+The report the writer attaches (`store.reports`) goes with its rows: the
+killed commit leaves no report on any version, and the rerun's version
+carries it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from store.record import to_table
+from store.reports import Report
 from store.store import Store
 
 CHILD = textwrap.dedent(
@@ -26,6 +30,7 @@ CHILD = textwrap.dedent(
     import pyarrow as pa
     from store.lineage import Lineage
     from store.record import SAMPLE_SCHEMA, validate_sample
+    from store.reports import Report
     from store.store import Store
 
     root, marker = sys.argv[1], Path(sys.argv[2])
@@ -46,14 +51,16 @@ CHILD = textwrap.dedent(
             if b >= 20:
                 time.sleep(0.2)
 
-    Store(root).commit("t", batches(), lineage=Lineage(writer="doomed"))
+    report = Report("test.run", "Run", {"batches": 60})
+    Store(root).commit("t", batches(), lineage=Lineage(writer="doomed"), reports=[report])
     print("finished, which the test must prevent")
     """
 )
 
 
 def test_sigkill_mid_commit_leaves_previous_version_intact(store, rows, lineage, tmp_path):
-    store.commit("t", to_table(rows(50)), lineage=lineage)
+    first = Report("test.run", "Run", {"batches": 1})
+    store.commit("t", to_table(rows(50)), lineage=lineage, reports=[first])
     before = store.read("t").sort("sample_id")
     before_hash = store.content_hash("t")
     marker = tmp_path / "marker"
@@ -80,6 +87,9 @@ def test_sigkill_mid_commit_leaves_previous_version_intact(store, rows, lineage,
     assert reopened.read("t").sort("sample_id").equals(before)
     assert reopened.content_hash("t") == before_hash
     assert [c.lineage.writer for c in reopened.history("t") if c.lineage] == ["tests"]
+    # The killed writer's report is nowhere: version 0 still has only its own.
+    kept = reopened.reports("t")
+    assert [(r.report, r.version) for r in kept.reports] == [(first, 0)]
 
     # Rerunning the whole write finishes the work without duplicates.
     subprocess.run(
@@ -89,6 +99,10 @@ def test_sigkill_mid_commit_leaves_previous_version_intact(store, rows, lineage,
         capture_output=True,
         timeout=300,
     )
+    rerun = reopened.reports("t")
+    assert [(r.report.data, r.version, r.writer) for r in rerun.reports] == [
+        ({"batches": 60}, 1, "doomed")
+    ]
     after = reopened.read("t", columns=["sample_id"]).get_column("sample_id")
     assert after.len() == 50 + 60 * 200
     assert after.n_unique() == after.len()

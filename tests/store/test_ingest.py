@@ -62,7 +62,7 @@ def test_100k_rows_with_1_percent_malformed(store, raw_row, lineage, tmp_path):
         "missing_completion": ("completion", "missing"),
         "wrong_type": ("seed", "expected an integer"),
         "unknown_field": ("metadata", "unknown field"),
-        "not_an_object": ("<row>", "expected a JSON object"),
+        "not_an_object": (None, "expected a JSON object"),
     }
     for line, kind in planted.items():
         field, fragment = expect[kind]

@@ -7,9 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from data_cards.from_store import write_card_for_version
+from data_cards.from_store import release_card_writer
 from store.record import SAMPLE_SCHEMA, to_table
-from store.release import DATA_FILES, export_release, verify_release
+from store.release import export_release, verify_release
 from store.store import StoreError
 
 
@@ -18,12 +18,6 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-
-
-def card_writer(store, name, version):
-    return lambda staging, _manifest: write_card_for_version(
-        store, name, version, staging, data_files=DATA_FILES
-    )
 
 
 def test_export_writes_verified_shards_that_datasets_loads_offline(
@@ -35,7 +29,7 @@ def test_export_writes_verified_shards_that_datasets_loads_offline(
     store.commit("t", to_table(data), lineage=lineage)
     out = tmp_path / "release"
     release = export_release(
-        store, "t", 0, out, write_card=card_writer(store, "t", 0), shard_bytes=64 * 1024
+        store, "t", 0, out, write_card=release_card_writer(store), shard_bytes=64 * 1024
     )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == release.manifest

@@ -634,20 +634,8 @@ class MoE(nn.Module):
         flat = x.reshape(B * T, D)  # (N, dim)
         weights, indices, scores = self.gate(flat)  # (N, k), (N, k), (N, E)
         k = indices.shape[-1]
-
-        # Dispatch: sort the N*k (token, expert) pairs by expert and run each expert once on
-        # its own contiguous batch of tokens, skipping experts nobody chose. Outputs are put
-        # back in pair order and summed over k: no scatter-add, which is slow on the CPU and
-        # nondeterministic on the GPU.
-        order = indices.flatten().argsort()  # (N*k,)
         load = torch.bincount(indices.flatten(), minlength=len(self.experts))  # (E,)
-        outputs = [
-            expert(flat[pairs // k])  # (n_e, dim)
-            for expert, pairs in zip(self.experts, order.split(load.tolist()), strict=True)
-            if pairs.numel() > 0
-        ]
-        per_pair = torch.empty(B * T * k, D, dtype=x.dtype, device=x.device)
-        per_pair[order] = torch.cat(outputs)  # (N*k, dim), row j: pair j's expert output
+        per_pair = self.run_experts(flat, indices, load)  # (N*k, dim)
         gated = per_pair.view(B * T, k, D) * weights.type_as(x).unsqueeze(-1)  # (N, k, dim)
         y = gated.sum(dim=1) + self.shared_experts(flat)
 
@@ -655,6 +643,28 @@ class MoE(nn.Module):
         if self.training and self.seq_aux_alpha > 0:
             aux = sequence_balance_loss(scores, indices, B, self.seq_aux_alpha)
         return y.view(B, T, D), aux, load  # (B, T, dim)
+
+    def run_experts(self, flat: Tensor, indices: Tensor, load: Tensor) -> Tensor:
+        """The routed experts' outputs, one row per (token, expert) pair in pair order:
+        flat (N, dim), indices (N, k), load (E,) pairs per expert -> (N*k, dim).
+
+        The only place that touches the routed experts, so that expert parallelism (applied
+        from outside) can replace how pairs reach their experts without restating the MoE.
+        """
+        k = indices.shape[-1]
+        # Sort the N*k (token, expert) pairs by expert and run each expert once on its own
+        # contiguous batch of tokens, skipping experts nobody chose. Outputs are put back in
+        # pair order and summed over k by the caller: no scatter-add, which is slow on the
+        # CPU and nondeterministic on the GPU.
+        order = indices.flatten().argsort()  # (N*k,)
+        outputs = [
+            expert(flat[pairs // k])  # (n_e, dim)
+            for expert, pairs in zip(self.experts, order.split(load.tolist()), strict=True)
+            if pairs.numel() > 0
+        ]
+        per_pair = flat.new_empty(indices.numel(), flat.shape[-1])
+        per_pair[order] = torch.cat(outputs)  # (N*k, dim), row j: pair j's expert output
+        return per_pair
 
 
 # ----------------------------------------------------------------------------------------------

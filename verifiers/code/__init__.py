@@ -19,7 +19,7 @@ from verifiers.code.sandbox import (
 )
 
 # Stored with every verdict in the sample record; bump it when a verdict can change.
-VERSION = "code-1.0"
+VERSION = "code-1.1"
 
 __all__ = [
     "VERSION",

@@ -3,19 +3,23 @@
 Each input row carries `completion` and `tests` (ARCHITECTURE.md); the
 output row is the input row with `verdict`, `detail` and `message` added.
 Rows are read lazily and written in input order, with a bounded number in
-flight, so memory stays flat whatever the file's size.
+flight, so memory stays flat whatever the file's size. Lines are read by
+`store.jsonl.read_jsonl`, as in every command: a line that is not a JSON
+object gets a `bad_input` row holding its text (`raw`) and the rest of the
+file is judged. The output is written atomically (a temporary file renamed
+into place at the end), so it may be the input itself.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from store.jsonl import BadLine, BadLines, atomic_output, dumps_row, read_jsonl
 from verifiers.code.check import CodeVerdict, verify_code
 from verifiers.code.sandbox import SandboxConfig, SandboxPool
 
@@ -40,41 +44,53 @@ def verify_jsonl(
     object, or whose `completion` or `tests` are malformed, gets `unverifiable`
     with detail `bad_input` and a `message` naming the problem. Raises
     SandboxUnavailable, before anything is written, when the sandbox cannot
-    run here.
+    run here. On Ctrl-C the sandboxes are killed at once and the output is
+    left as it was.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     started = time.perf_counter()
+    source = Path(input_path)
+    bad_lines = BadLines(source)
     verdicts: Counter[str] = Counter()
     details: Counter[str] = Counter()
-    with (
-        SandboxPool(workers, config) as pool,
-        ThreadPoolExecutor(workers, thread_name_prefix="verify-code") as executor,
-        open(input_path, encoding="utf-8") as source,
-        open(output_path, "w", encoding="utf-8") as sink,
-    ):
-        window: deque[Future[dict[str, Any]]] = deque()
+    pool = SandboxPool(workers, config)
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="verify-code")
+    try:
+        with atomic_output(output_path) as sink:
+            window: deque[Future[dict[str, Any]]] = deque()
 
-        def write_oldest() -> None:
-            row = window.popleft().result()
-            verdicts[row["verdict"]] += 1
-            details[row["detail"]] += 1
-            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            if progress is not None:
-                progress(1)
+            def write_oldest() -> None:
+                row = window.popleft().result()
+                verdicts[row["verdict"]] += 1
+                details[row["detail"]] += 1
+                sink.write(dumps_row(row))
+                if progress is not None:
+                    progress(1)
 
-        for number, line, row, problem in _rows(source):
-            if row is None:
-                # Nothing to pass through but the text itself, kept so no input is lost.
-                window.append(_done(_bad(number, {"raw": line.rstrip("\n")}, problem)))
-            else:
-                window.append(executor.submit(_verify_row, number, row, pool, timeout))
-            if len(window) >= workers * IN_FLIGHT_PER_WORKER:
+            for number, row in read_jsonl(source):
+                if isinstance(row, BadLine):
+                    bad_lines.add(number, row.reason)
+                    # Nothing to pass through but the text itself, kept so no input is lost.
+                    kept = {"line": number, "raw": row.raw}
+                    window.append(_done(_bad(number, kept, row.reason)))
+                else:
+                    window.append(executor.submit(_verify_row, number, row, pool, timeout))
+                if len(window) >= workers * IN_FLIGHT_PER_WORKER:
+                    write_oldest()
+            while window:
                 write_oldest()
-        while window:
-            write_oldest()
+    except BaseException:
+        # Ctrl-C or a failure: end the sandboxes now rather than after the runs in
+        # flight, and drop the queued rows, so the command stops within a moment.
+        executor.shutdown(wait=False, cancel_futures=True)
+        pool.kill()
+        raise
+    finally:
+        executor.shutdown(wait=True)
+        pool.close()
     seconds = time.perf_counter() - started
     rows = sum(verdicts.values())
     return {
@@ -83,24 +99,8 @@ def verify_jsonl(
         "details": dict(sorted(details.items())),
         "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 2) if seconds > 0 else 0.0,
+        **bad_lines.to_dict(),
     }
-
-
-def _rows(source: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any] | None, str]]:
-    """(line number, line, row, problem) for every non-blank line; row is None and
-    problem says why when the line is not a JSON object."""
-    for number, line in enumerate(source, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            yield number, line, None, f"not valid JSON ({exc})"
-            continue
-        if not isinstance(row, dict):
-            yield number, line, None, f"expected a JSON object, got {type(row).__name__}"
-            continue
-        yield number, line, row, ""
 
 
 def _verify_row(

@@ -182,15 +182,30 @@ def _failure(result: RunResult) -> CodeVerdict | None:
     report = result.report
     if report is not None and report.get("status") == "error":
         detail = str(report.get("detail", "runtime_error"))
+        if detail == "program_exited":
+            # Assert runs: the program's own process ended while the tests needed it.
+            return _program_ended(result, str(report.get("error", "")))
         return CodeVerdict("incorrect", detail, _clip(str(report.get("error", ""))))
     if result.signal is not None:
-        # RLIMIT_CPU sends SIGXCPU, then SIGKILL to a program that ignores it.
-        if result.signal == signal.SIGXCPU or (
-            result.signal == signal.SIGKILL and result.cpu_s >= result.cpu_limit_s
-        ):
-            return CodeVerdict("incorrect", "timeout", f"CPU time limit, {result.cpu_s:.1f} s")
-        return _incorrect("runtime_error", f"killed by {_signal_name(result.signal)}", result)
+        return _killed(result.signal, result.cpu_s, result)
     return None
+
+
+def _killed(number: int, cpu_s: float, result: RunResult) -> CodeVerdict:
+    # RLIMIT_CPU sends SIGXCPU, then SIGKILL to a program that ignores it.
+    if number == signal.SIGXCPU or (number == signal.SIGKILL and cpu_s >= result.cpu_limit_s):
+        return CodeVerdict("incorrect", "timeout", f"CPU time limit, {cpu_s:.1f} s")
+    return _incorrect("runtime_error", f"killed by {_signal_name(number)}", result)
+
+
+def _program_ended(result: RunResult, why: str) -> CodeVerdict:
+    if result.program_signal is not None:
+        return _killed(result.program_signal, result.program_cpu_s or 0.0, result)
+    if result.program_exit_code is not None:
+        return _incorrect(
+            "runtime_error", f"{why} (exit status {result.program_exit_code})", result
+        )
+    return _incorrect("runtime_error", why, result)
 
 
 def _incorrect(detail: str, what: str, result: RunResult) -> CodeVerdict:

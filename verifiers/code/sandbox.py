@@ -3,7 +3,9 @@
 Each worker of a `SandboxPool` is one bubblewrap sandbox holding one warm
 `python3` (inside.py) as PID 1 of its own PID namespace. A run is a request
 to that server: it forks a child, the child takes the run's limits and
-executes the program, and the server watches it from outside. The host
+executes the program, and the server watches it from outside. An assert run
+forks two: the program's process and the test harness's, which calls the
+program's functions through a pipe that carries plain data. The host
 decides the verdict from what the server reports (exit status, captured
 output, and a report line that must carry a per-run random nonce).
 
@@ -45,10 +47,21 @@ What is covered
   run ends with `output_limit`; stderr past its cap is read and dropped.
 - A verdict decided outside the sandbox. Stdio tests: the host compares the
   captured stdout with the expected output, which never enters the sandbox.
-  Assert tests: a pass needs exit status 0 and exactly one report line with
-  the run's nonce, which the harness writes only after the tests returned
-  and the program's threads finished. Printing "all tests passed", exiting
-  0 early, writing guessed report lines: none of these pass.
+  Assert tests: the test code runs in a harness process of its own, not
+  dumpable, which alone holds the report pipe and the nonce; the program's
+  process holds no descriptor of the harness and cannot ptrace it, open its
+  /proc files or take its descriptors (pidfd_getfd). The tests reach the
+  program's functions through a pipe that carries plain data (None, bool,
+  numbers, str, bytes, lists, tuples, dicts, sets, in either direction) and
+  opaque handles to the program's other objects (calls, attributes, items,
+  iteration, len and truth go to the program; equality, ordering, hashing
+  and `in` stay with the harness, so no object of the program decides a
+  comparison). A pass needs the harness's exit status 0 and exactly one
+  report line with the run's nonce, written only after the tests returned.
+  Searching the program's own interpreter (frames, `gc`, its memory) for the
+  harness, patching builtins, returning objects that equal anything,
+  printing "all tests passed", exiting early, writing guessed report lines:
+  none of these pass (an adversarial test tries each).
 - Failures of the sandbox itself (a worker that could not start, died, could
   not fork, could not set a run up) are retried on a fresh worker and then
   raised as `SandboxError` (`unverifiable` / `sandbox_error` in verdicts),
@@ -70,12 +83,16 @@ What is not covered
 - A host limit hit while the program itself runs (the machine out of PIDs
   or memory) shows as the program's error; only failures before and around
   the program are recognised as the sandbox's.
-- In assert tests the harness and the program share one interpreter. A
-  program written to attack the harness (walking frames, `gc` or its own
-  memory through ctypes to find the nonce) can forge a pass, and so can
-  objects that compare equal to anything. The nonce stops accidental and
-  naive forgery, not a deliberate one; such reward hacking is for a filter
-  over the completions to catch, not for the sandbox.
+- In assert tests only data and handles cross from the tests to the
+  program: a test that passes a function (a key, a callback) or an object
+  of its own to the program fails with `runtime_error`; the program's
+  objects are read-only from the tests (no attribute assignment), a test
+  cannot mutate the program's copy of an argument through its own (a list
+  the program sorts in place stays unsorted in the tests), object identity
+  does not cross (`f(x) is x` is False), and `isinstance` against the
+  program's classes fails. Tests that read the program's source or reward
+  hacks that are correct answers for the visible tests only (hard-coded
+  outputs) are not the sandbox's to catch.
 - Each run is a fork of the same warm interpreter: the string hash seed is
   the worker's, not fresh per run (set iteration order repeats across runs
   on one worker), and modules the server preloaded are already imported.
@@ -116,6 +133,13 @@ USERNS_HINT = (
     "(must be > 0), `kernel.unprivileged_userns_clone=1` on older Debian kernels, and "
     "`kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for bwrap) "
     "on Ubuntu 24.04 and later"
+)
+# The server's command: compile inside.py (passed as the next argument) and run it. Python
+# keeps the syntax tree of a `-c` command until the command returns, which the server never
+# does; compiled here, the tree of inside.py is freed before the server starts, and every
+# process of every run, which starts with the server's memory, is that much smaller.
+BOOTSTRAP = (
+    "import sys; exec(compile(sys.argv.pop(1), 'inside.py', 'exec'), {'__name__': '__main__'})"
 )
 # Host files a Python program may need; everything else of /etc stays out.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
@@ -219,6 +243,12 @@ class RunResult:
     cpu_s: float
     cpu_limit_s: int
     worker_pid: int = field(default=0, compare=False)
+    # Assert runs: the program runs in a process of its own beside the test harness (whose
+    # status the fields above describe); how that process ended, when it did before the
+    # run's end (None when it was still serving the tests).
+    program_exit_code: int | None = None
+    program_signal: int | None = None
+    program_cpu_s: float | None = None
 
 
 def cpu_seconds(timeout_s: float) -> int:
@@ -304,6 +334,7 @@ def bwrap_argv(config: SandboxConfig) -> list[str]:
         config.python,
         "-I",
         "-c",
+        BOOTSTRAP,
         INSIDE.read_text(),
     ]
     return argv
@@ -507,6 +538,8 @@ class SandboxPool:
             for _ in range(self.config.retries + 1):
                 nonce = secrets.token_hex(16)
                 try:
+                    if self._closed:  # killed while this run was in flight (Ctrl-C)
+                        raise SandboxError("the sandbox pool is closed")
                     if not worker.alive:
                         self._starter.submit(worker.start).result()
                     header, blobs = worker.run(job, nonce)
@@ -522,6 +555,23 @@ class SandboxPool:
             if self._closed:
                 return
             self._closed = True
+        for worker in self._workers:
+            worker.stop()
+        self._starter.shutdown(wait=True)
+
+    def kill(self) -> None:
+        """End every sandbox now, runs in flight included (Ctrl-C), then close the pool.
+
+        Killing a worker's bwrap takes its whole namespace down (the server is
+        bwrap's child with `--die-with-parent`), so nothing of a run survives;
+        the threads waiting on those runs get a SandboxError at once.
+        """
+        with self._lock:
+            self._closed = True
+        for worker in self._workers:
+            proc = worker.proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         for worker in self._workers:
             worker.stop()
         self._starter.shutdown(wait=True)
@@ -548,6 +598,7 @@ def _result(
     report = reports[0] if len(reports) == 1 else None
     if report is not None and report.get("status") == "setup_failed":
         raise SandboxError(f"the run could not be set up: {report.get('error', '')}")
+    program = header.get("program") or {}
     return RunResult(
         exit_code=header["exit_code"],
         signal=header["signal"],
@@ -563,4 +614,7 @@ def _result(
         cpu_s=header["cpu_s"],
         cpu_limit_s=cpu_seconds(job.timeout_s),
         worker_pid=worker_pid,
+        program_exit_code=program.get("exit_code"),
+        program_signal=program.get("signal"),
+        program_cpu_s=program.get("cpu_s"),
     )

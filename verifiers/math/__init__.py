@@ -32,7 +32,7 @@ from verifiers.math.pool import DEFAULT_TIMEOUT, MathVerifier
 from verifiers.math.verdict import Verdict
 
 # Stored with every verdict in the sample record; bump it when a verdict can change.
-VERSION = "math-1.0"
+VERSION = "math-1.1"
 
 __all__ = [
     "DEFAULT_TIMEOUT",

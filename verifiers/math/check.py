@@ -22,6 +22,7 @@ from verifiers.math.compare import (
 )
 from verifiers.math.countdown import check_countdown, countdown_gold
 from verifiers.math.extract import CompletionTooLong, extract_answer
+from verifiers.math.gold import not_math
 from verifiers.math.normalize import compact, normalize
 from verifiers.math.parse import MAX_ANSWER_CHARS, Node, ParseError, Seq, TooComplex, parse
 from verifiers.math.verdict import (
@@ -63,6 +64,11 @@ def check(gold: str, completion: str, backend: Backend) -> Verdict:
     spec = countdown_gold(gold)
     if spec is not None:
         return check_countdown(spec, completion)
+    # A proof, a reference to other text or a sentence is no answer to match: unverifiable,
+    # never `incorrect` (which would punish a good rollout or drop a good sample).
+    kind = not_math(gold)
+    if kind is not None:
+        return Verdict("unverifiable", kind)
     try:
         gold_key, gold_node = prepared(gold)
     except TooComplex:

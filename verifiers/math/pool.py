@@ -68,7 +68,10 @@ def _worker_main(conn: Connection, memory_bytes: int) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from verifiers.math.check import check_full
 
-    conn.send(("ready", os.getpid()))
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:  # the parent gave up on us while we started (Ctrl-C): nothing to say
+        return
     while True:
         try:
             chunk = conn.recv()
@@ -97,7 +100,12 @@ class _Worker:
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
-        if not parent_end.poll(STARTUP_TIMEOUT):
+        try:
+            ready = parent_end.poll(STARTUP_TIMEOUT)
+        except BaseException:  # Ctrl-C while it starts: it must not outlive the wait
+            self.kill()
+            raise
+        if not ready:
             self.kill()
             raise RuntimeError(f"math verifier worker did not start within {STARTUP_TIMEOUT} s")
         try:

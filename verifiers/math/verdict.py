@@ -22,6 +22,10 @@ TOO_COMPLEX = "too_complex"  # over the guards (incorrect for a completion, unve
 BAD_NUMBERS = "bad_numbers"  # countdown: a number not given, or given fewer times than used
 # unverifiable
 GOLD_UNPARSEABLE = "gold_unparseable"
+# the gold is not a mathematical object (verifiers/math/gold.py)
+GOLD_PROOF = "gold_proof"  # a proof, or proof language
+GOLD_REFERENCE = "gold_reference"  # a pointer to other text: "see above", "part (a)"
+GOLD_PROSE = "gold_prose"  # a sentence of prose
 TIMEOUT = "timeout"  # the worker ran past the deadline and was killed
 WORKER_ERROR = "worker_error"  # the worker process died mid-check
 INTERNAL_ERROR = "internal_error"  # a bug in the verifier raised; never a verdict on the answer

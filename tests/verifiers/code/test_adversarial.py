@@ -805,3 +805,176 @@ def test_one_slot_bombing_does_not_starve_the_other(sealed: SandboxPool) -> None
         bomb.join()
     assert all(v == CodeVerdict("correct", "passed") for v in verdicts)
     assert_contained(sealed)
+
+
+# ---------------------------------------------------------------- forging an assert pass
+#
+# The documented hole of the one-interpreter harness: a program that searches its own
+# interpreter for the harness (its report function, the nonce, the frames that hold them), or
+# bends what the tests rely on (builtins, equality), forged a pass. Tests and program now run
+# in two processes; each program below tries one way and must be judged incorrect, against
+# HumanEval-style `check(candidate)` tests and against plain top-level asserts alike.
+
+FORGE_TESTS = {
+    "check": {"kind": "assert", "code": "def check(candidate):\n    assert candidate(2) == 3\n"},
+    "plain": {"kind": "assert", "code": "assert f(2) == 3\nassert f(10) == 11\n"},
+}
+
+FORGERIES = {
+    # The harness's report function is a closure over the nonce: find it with gc and call it.
+    "report-closure-via-gc": """
+import gc, json, os
+def f(x):
+    for obj in gc.get_objects():
+        if getattr(obj, "__name__", "") == "report" and getattr(obj, "__closure__", None):
+            for cell in obj.__closure__:
+                value = cell.cell_contents
+                if isinstance(value, str) and len(value) == 32:
+                    line = json.dumps({"nonce": value, "status": "passed"}) + "\\n"
+                    for fd in range(3, 32):
+                        try:
+                            os.write(fd, line.encode())
+                        except OSError:
+                            pass
+                    os._exit(0)
+        if type(obj).__name__ == "Outlet":
+            obj.report({"status": "passed"})
+            os._exit(0)
+    return x
+""",
+    # Walk up from the candidate's frame to the harness's and use its outlet.
+    "frame-walk": """
+import os, sys
+def f(x):
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            if hasattr(value, "report"):
+                value.report({"status": "passed"})
+                os._exit(0)
+        frame = frame.f_back
+    return x
+""",
+    # Read the process's own memory for anything that looks like the nonce.
+    "nonce-scan-of-own-memory": """
+import json, os, re
+def f(x):
+    found = set()
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb") as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if "r" not in perms or "[v" in line:
+                continue
+            start, end = (int(v, 16) for v in span.split("-"))
+            if end - start > 64 << 20:
+                continue
+            try:
+                mem.seek(start)
+                found.update(re.findall(rb"[0-9a-f]{32}", mem.read(end - start)))
+            except (OSError, ValueError, OverflowError):
+                pass
+    for nonce in found:
+        line = json.dumps({"nonce": nonce.decode(), "status": "passed"}) + "\\n"
+        for fd in range(3, 32):
+            try:
+                os.write(fd, line.encode())
+            except OSError:
+                pass
+    os._exit(0)
+""",
+    # An answer that claims to equal anything, and a subclass of int that does the same.
+    "object-equal-to-anything": """
+class Anything:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+def f(x):
+    return Anything()
+""",
+    "int-subclass-equal-to-anything": """
+class Number(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def f(x):
+    return Number(0)
+""",
+    # Bend what the harness and the tests use: compile, exec, callable, AssertionError.
+    "patched-builtins": """
+import builtins
+_compile = builtins.compile
+builtins.compile = lambda source, name, mode, *a, **k: _compile("pass", name, mode)
+builtins.exec = lambda *args, **kwargs: None
+builtins.callable = lambda obj: False
+builtins.AssertionError = type("Quiet", (Exception,), {})
+def f(x):
+    return x
+""",
+    # Reach the harness's report pipe from outside: its /proc fds, pidfd_getfd, ptrace.
+    "harness-pipes-from-outside": """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+def f(x):
+    line = (json.dumps({"nonce": "", "status": "passed"}) + "\\n").encode()
+    for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+        for fd in range(3, 8):
+            try:
+                with open(f"/proc/{pid}/fd/{fd}", "wb", buffering=0) as pipe:
+                    pipe.write(line)
+            except OSError:
+                pass
+        libc.ptrace(16, int(pid), None, None)  # PTRACE_ATTACH
+        pidfd = libc.syscall(434, int(pid), 0)  # pidfd_open
+        if pidfd >= 0:
+            for fd in range(3, 8):
+                got = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+                if got >= 0:
+                    os.write(got, line)
+    os._exit(0)
+""",
+}
+
+
+@pytest.mark.parametrize("tests", sorted(FORGE_TESTS))
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forging_an_assert_pass_fails(sealed: SandboxPool, name: str, tests: str) -> None:
+    spec = {**FORGE_TESTS[tests], "entry_point": "f"}
+    verdict = verify_code(FORGERIES[name], spec, sealed, timeout=10.0)
+    assert verdict.verdict == "incorrect", verdict
+    assert_contained(sealed)
+
+
+HARNESS_PROBE = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+seen = {}
+for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+    if pid == os.getpid():
+        continue
+    try:
+        os.listdir(f"/proc/{pid}/fd")
+        fds = "readable"
+    except OSError as exc:
+        fds = type(exc).__name__
+    attach = libc.ptrace(16, pid, None, None)
+    pidfd = libc.syscall(434, pid, 0)
+    got = libc.syscall(438, pidfd, 3, 0) if pidfd >= 0 else -1
+    seen[pid] = {"fd_dir": fds, "ptrace": attach, "pidfd_getfd": got}
+print(json.dumps(seen))
+def f(x):
+    return x + 1
+"""
+
+
+def test_the_program_cannot_reach_the_harness(sealed: SandboxPool) -> None:
+    """The program's process sees the server (PID 1) and the harness, and can open neither's
+    descriptors, attach to neither, take no descriptor of theirs; a correct answer passes."""
+    result = sealed.run(
+        Run("assert", HARNESS_PROBE, 10.0, tests=FORGE_TESTS["check"]["code"], entry_point="f")
+    )
+    seen = json.loads(result.stdout)
+    assert len(seen) >= 2, seen  # PID 1 and the harness at least
+    for pid, attempt in seen.items():
+        assert attempt == {"fd_dir": "PermissionError", "ptrace": -1, "pidfd_getfd": -1}, pid
+    assert result.report is not None and result.report["status"] == "passed"
+    assert_contained(sealed)

@@ -61,8 +61,10 @@ def test_verdicts_in_input_order_with_fields_passed_through(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "expected a JSON object, got list"),
+        ("{not json", "invalid JSON (Expecting property name"),
+        ('"\\ud800"', "expected a JSON object, got a string"),
+        ('{"completion": "\\udc00", "tests": 1}', "lone surrogate \\udc00"),
+        ("[1, 2]", "expected a JSON object, got an array"),
         ({"tests": ADD}, "completion: expected a string"),
         ({"completion": 3, "tests": ADD}, "completion: expected a string"),
         ({"completion": "print(1)"}, "tests: missing"),

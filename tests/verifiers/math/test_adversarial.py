@@ -47,6 +47,10 @@ HOSTILE = {
     "plus-minus explosion": ("1", "\\boxed{" + "\\pm 1" * 20 + "}"),
     "countdown nesting": (COUNTDOWN, "<answer>" + "(" * 400 + "3" + ")" * 400 + "</answer>"),
     "countdown length": (COUNTDOWN, "<answer>" + "3+" * 600 + "3</answer>"),
+    # The not-a-math-object check reads the gold before the parser's guards do.
+    "gold of unclosed inline math": ("\\(" * 50_000, "<answer>5</answer>"),
+    "gold of dollars and spaces": ("$ " * 50_000 + "part" + " " * 50_000, "<answer>5</answer>"),
+    "gold of references without a close": ("part (" * 30_000, "<answer>5</answer>"),
 }
 
 

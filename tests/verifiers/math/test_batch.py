@@ -68,10 +68,26 @@ def test_rows_without_gold_or_completion_are_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "message"), [("{not json", "not valid JSON"), ("[1, 2]", "a JSON list")]
+    ("line", "reason", "message"),
+    [
+        ("{not json", "bad_input: invalid JSON", "invalid JSON (Expecting property name"),
+        ("[1, 2]", "bad_input: expected a JSON object, got an array", "got an array"),
+        ('{"gold": "\\ud800", "completion": "1"}', "bad_input: invalid JSON", "lone surrogate"),
+        (b"\xff{}", "bad_input: not UTF-8", "not UTF-8"),
+    ],
 )
-def test_a_broken_line_names_itself(tmp_path: Path, line: str, message: str) -> None:
+def test_a_broken_line_gets_a_bad_input_row_and_the_rest_is_judged(
+    tmp_path: Path, line: str | bytes, reason: str, message: str
+) -> None:
     source = tmp_path / "in.jsonl"
-    source.write_text(json.dumps({"gold": "1", "completion": "\\boxed{1}"}) + "\n\n" + line + "\n")
-    with pytest.raises(ValueError, match=rf"in\.jsonl:3: {message}"):
-        verify_jsonl(source, tmp_path / "out.jsonl", timeout=5.0, workers=1)
+    good = json.dumps({"gold": "1", "completion": "\\boxed{1}"}).encode()
+    broken = line if isinstance(line, bytes) else line.encode()
+    source.write_bytes(good + b"\n\n" + broken + b"\n" + good + b"\n")
+    summary = verify_jsonl(source, tmp_path / "out.jsonl", timeout=5.0, workers=1)
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in out] == ["correct", "unverifiable", "correct"]
+    bad = out[1]
+    assert bad["reason"] == reason and bad["line"] == 3
+    assert bad["message"].startswith("line 3: ") and message in bad["message"]
+    assert summary["bad_lines"] == 1
+    assert summary["bad_line_examples"] == [f"{source}:3: {bad['message'][8:]}"]

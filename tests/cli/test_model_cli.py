@@ -135,7 +135,9 @@ def test_generate_errors_are_one_line(
     code, _, err = run(
         capsys, "generate", "--model", str(checkpoint), "--prompts", str(bad), "--output", out
     )
-    assert code == 2 and "bad.jsonl:2" in err
+    # A bad prompt row is reported and left out; the other prompts are generated.
+    assert code == 0 and f"{bad}:2: each row needs a non-empty string field 'prompt'" in err
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "ok"}\n')
     argv = ["generate", "--model", str(tmp_path), "--prompts", str(good), "--output", out]
@@ -144,3 +146,69 @@ def test_generate_errors_are_one_line(
     argv = ["generate", "--model", str(checkpoint), "--prompts", str(good), "--output", out]
     code, _, err = run(capsys, *argv, "--temperature", "-1")
     assert code == 2 and "temperature" in err
+
+
+def test_generate_output_imports_and_an_over_long_prompt_is_skipped(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kind = {"domain": "math", "track": "reasoning", "source": "toy-arithmetic"}
+    rows = [
+        {"prompt": "Compute 12+4.", "gold": "16", **kind},
+        {"prompt": "word " * 2000, "gold": "0", **kind},  # far beyond max_seq_len 512
+        {"prompt": "Compute 2+2.", "gold": "4", **kind},
+    ]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "samples.jsonl"
+    argv = ["generate", "--model", str(checkpoint), "--prompts", str(prompts), "--output", str(out)]
+    code, _, err = run(capsys, *argv, "--n", "2", "--max-tokens", "4", "--logprobs")
+    assert code == 0 and "Traceback" not in err
+    assert f"{prompts}:2: prompt is " in err and "the model's context is 512" in err
+    samples = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["gold"] for s in samples] == ["16", "16", "4", "4"]
+
+    root = tmp_path / "store"
+    code, text, err = run(
+        capsys, "datasets", "import", str(out), "--table", "gen", "--store", str(root)
+    )
+    assert code == 0, err
+    assert "4 valid (4 new, 0 already in gen), 0 quarantined" in text
+    assert "Not stored: logprobs, token_ids" in text
+    from store.store import Store
+
+    stored = Store(root).read("gen")
+    assert stored["sample_id"].n_unique() == 4  # sample_index keeps the two samples apart
+    assert sorted(stored["gold"].to_list()) == ["16", "16", "4", "4"]
+    assert set(stored["model_id"].to_list()) == {"tiny-s3"}
+    assert stored["sampling"][0]["max_tokens"] == 4
+
+
+def test_a_corrupt_checkpoint_is_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for argv in (
+        ["model", "info", str(broken)],
+        [
+            "generate",
+            "--model",
+            str(broken),
+            "--prompts",
+            str(tmp_path / "p.jsonl"),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+    ):
+        (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert f"{broken}: not a readable checkpoint" in err
+    assert not (tmp_path / "o.jsonl").exists()
+    (broken / "config.json").write_text("{ broken")
+    code, _, err = run(capsys, "model", "info", str(broken))
+    assert code == 2 and len(err.splitlines()) == 1 and str(broken) in err

@@ -1,4 +1,4 @@
-"""The toy universe's shared pieces: the corpus a fresh checkpoint's tokenizer is trained on."""
+"""The toy universe's corpus: the texts a fresh checkpoint's tokenizer is trained on."""
 
 from __future__ import annotations
 

@@ -1,0 +1,87 @@
+"""The process launcher used by the distributed tests (results, errors, deadlines, cleanup),
+and one quick two-rank step against a single process."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+
+from trainer.model import tiny
+from trainer.parallel.check import merge_ranks, parallel_steps, reference_step
+from trainer.parallel.launch import WorkerError, spawn
+from trainer.parallel.parallelize import ParallelDims
+
+
+def all_reduce_rank(rank: int, world_size: int, offset: int) -> tuple[int, int]:
+    total = torch.tensor([rank + offset])
+    dist.all_reduce(total)
+    return rank, int(total)
+
+
+def fail_on_rank_one(rank: int, world_size: int) -> int:
+    if rank == 1:
+        raise ValueError("rank one says no")
+    dist.barrier()  # rank 0 waits here for a peer that is gone: the parent must kill it
+    return rank
+
+
+def sleep_forever(rank: int, world_size: int) -> None:
+    time.sleep(3600)
+
+
+def spawned_workers() -> set[int]:
+    """Live processes started by multiprocessing's spawn below this one (its resource
+    tracker, which lives as long as the parent, is not a worker)."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "spawn_main" in cmdline and child.status() != psutil.STATUS_ZOMBIE:
+            pids.add(child.pid)
+    return pids
+
+
+def test_results_come_back_in_rank_order() -> None:
+    assert spawn(all_reduce_rank, 2, (10,), timeout_s=120) == [(0, 21), (1, 21)]
+
+
+def test_a_failing_rank_raises_with_its_traceback_and_nothing_survives() -> None:
+    with pytest.raises(WorkerError, match="rank 1 raised") as info:
+        spawn(fail_on_rank_one, 2, timeout_s=120)
+    assert "rank one says no" in str(info.value)
+    assert not spawned_workers()
+
+
+def test_a_hang_is_killed_at_the_deadline() -> None:
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match="did not finish within"):
+        spawn(sleep_forever, 2, timeout_s=15)
+    assert time.monotonic() - start < 120  # hang guard, not a speed target
+    assert not spawned_workers()
+
+
+def test_smoke_two_rank_steps_match_one_process() -> None:
+    """The default tier's taste of `make test-dist`: expert parallelism and DualPipeV on two
+    ranks give the single-process loss and gradients (the full set is in test_dist.py)."""
+    args = tiny(vocab_size=64, seq_aux_alpha=0.01)
+    data = torch.randint(0, 64, (4, 13), generator=torch.Generator().manual_seed(2))
+    tokens, targets = data[:, :-1], data[:, 1:]
+    configs = {
+        "ep": ParallelDims(ep=2),
+        "dualpipev": ParallelDims(pp=2, microbatches=4, schedule="dualpipev"),
+    }
+    per_rank = spawn(parallel_steps, 2, (configs, args, 0, tokens, targets, 0.01), timeout_s=600)
+    ref = reference_step(args, 0, tokens, targets, 0.01)
+    for name in configs:
+        records = [ranks[name] for ranks in per_rank]
+        grads, _ = merge_ranks(records)
+        assert [r.loss for r in records] == pytest.approx([ref.loss] * 2, rel=1e-6)
+        assert grads.keys() == ref.grads.keys()
+        worst = max((grads[n] - ref.grads[n]).abs().max().item() for n in grads)
+        assert worst < 1e-6, (name, worst)
