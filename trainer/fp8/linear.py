@@ -5,9 +5,9 @@ can only be factored out of a sum whose terms share it:
 
     forward     Y  = X W^T    (M, N)   contracts K (features): X in 1x128 tiles along K,
                                        W in 128x128 blocks
-    input grad  dX = dY W     (M, K)   contracts N: dY in 1x128 tiles along N, W^T in the
-                                       same 128x128 blocks (a square block is its own
-                                       transpose: W is quantised once and reused)
+    input grad  dX = dY W     (M, K)   contracts N: dY in 1x128 tiles along N, W^T in
+                                       128x128 blocks, which are W's blocks transposed
+                                       with the same scales: W is quantised once, reused
     weight grad dW = dY^T X   (N, K)   contracts M (tokens): dY^T and X^T each in 1x128
                                        tiles along M, i.e. 128x1 tiles of dY and X
 
