@@ -13,7 +13,7 @@ stands for one property R1-Zero needs in its base:
   `<think>` for the model) the base then closes the block and tags its answer only sometimes,
   leaving the format reward something to teach.
 - **Language mixing.** `mixed_language_share` of the reasoning solutions have Chinese
-  connectives at the start of their steps ("首先，3+19=22."), and `text_documents` short
+  connectives at the start of their steps ("首先\uff0c3+19=22.", the comma full-width), and `text_documents` short
   stories switch between English and Chinese sentence by sentence. The chains of thought of
   such a base mix languages sometimes: what R1's language-consistency reward is for
   (`verifiers.language` counts the Chinese words as off-target for English).
@@ -46,7 +46,8 @@ _SOLUTION = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
 
 _CLOSINGS = ("The answer is {a}.", "So the answer is {a}.", "Answer: {a}", "The result is {a}.")
 # Chinese step connectives: "first", "then", "next", "so", "finally".
-_ZH_CONNECTIVES = ("首先，", "然后", "接着，", "所以", "最后，")
+# The comma is the full-width one (U+FF0C) Chinese text uses.
+_ZH_CONNECTIVES = ("首先\uff0c", "然后", "接着\uff0c", "所以", "最后\uff0c")
 
 
 def _default_families() -> dict[str, int]:
