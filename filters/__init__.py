@@ -17,5 +17,5 @@ What is built, module by module:
 - `executor`: the same steps in-process, in a process pool or on Ray.
 
 `r1f filter run | dedup | decontaminate` is the command line over them
-(`flows.cli`); `docs/mixture.md` describes the run and its benchmark.
+(`flows.cli.filter`); `docs/mixture.md` describes the run and its benchmark.
 """
