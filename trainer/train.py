@@ -53,6 +53,7 @@ from trainer.model import max_load_violation
 from trainer.optim import build_optimizer, build_scheduler, clip_grad_norm
 from trainer.tokenizer import R1Tokenizer
 from trainer.train_state import (
+    CHECKPOINTS,
     latest_checkpoint,
     load_training_state,
     remove_partials,
@@ -333,6 +334,8 @@ def run_training(
 
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.seed)
     remove_partials(out)
+    if not resume:  # a fresh start must never pick up an older run's checkpoints
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         load_weights(model, checkpoint)
