@@ -178,7 +178,7 @@ def test_sources_store_version_release_and_errors(tmp_path: Path) -> None:
     rows = _rows()
     store.commit("toy", to_table(rows[:4]), lineage=lineage)
     rejected = validate_sample({**ROWS[4], "domain": "math", "source": "toy", "kept": False})
-    store.commit("toy", to_table(rows[4:] + [rejected]), lineage=lineage)
+    store.commit("toy", to_table([*rows[4:], rejected]), lineage=lineage)
     source, got = load_rows("toy@0", store)
     assert (source.table, source.version, source.rows) == ("toy", 0, 4)
     assert source.content_hash == store.content_hash("toy", 0)
