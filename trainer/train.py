@@ -24,6 +24,7 @@ as the run that was never interrupted (tests/trainer/test_resume.py kills a real
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -61,6 +62,7 @@ from trainer.train_state import (
 )
 
 Transform = Callable[[nn.Module], nn.Module]
+SUMMARY_FILE = "train_summary.json"
 # Files a training checkpoint holds besides the model; not copied into the published model.
 _STATE_FILES = {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
 
@@ -451,7 +453,7 @@ def run_training(
                 config_hash=metadata["r1f_config_hash"],
             ),
         )
-    return TrainSummary(
+    summary = TrainSummary(
         out_dir=out,
         steps=cfg.loop.steps,
         resumed_from=start_step if checkpoint is not None else None,
@@ -463,6 +465,11 @@ def run_training(
         eval_after=after,
         packing=packing,
     )
+    # Written last: its presence says the run finished and the model in out_dir is final.
+    tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    tmp.replace(out / SUMMARY_FILE)
+    return summary
 
 
 def _eval_hook(run_eval: Callable[[int], EvalReport | None]) -> Callable[[int], None]:
