@@ -123,6 +123,9 @@ class EvalConfig:
     # Template the problems are posed in: r1_zero = the chat template with the default system
     # text and `<think>` opened (the format R1-Zero's reward checks).
     template: Literal["r1_zero"] = "r1_zero"
+    # Decoding a toy model is many tiny operators: a second thread only waits for the first
+    # (and spins on a busy machine), so evaluation runs on one.
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.problems < 0 or self.k < 1 or self.max_tokens < 1:

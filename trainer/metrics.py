@@ -128,3 +128,31 @@ def _clock(seconds: float) -> str:
         return "--:--"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes:d}:{secs:02d}"
+
+
+def plot_losses(run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
+    """The run's loss curve (main loss, MTP loss when logged) against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir, "train")
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, [r["loss"] for r in records], label="next-token loss")
+    mtp = [(r["step"], r["mtp_loss"]) for r in records if "mtp_loss" in r]
+    if mtp:
+        ax.plot(*zip(*mtp, strict=True), label="MTP loss (depth 1)", alpha=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(out_png)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

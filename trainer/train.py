@@ -49,7 +49,7 @@ from trainer.data import (
     tokenize_rows,
 )
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, sampler_for
-from trainer.metrics import MetricsLog, Progress
+from trainer.metrics import MetricsLog, Progress, plot_losses
 from trainer.model import max_load_violation
 from trainer.optim import build_optimizer, build_scheduler, clip_grad_norm
 from trainer.tokenizer import R1Tokenizer
@@ -63,6 +63,7 @@ from trainer.train_state import (
 
 Transform = Callable[[nn.Module], nn.Module]
 SUMMARY_FILE = "train_summary.json"
+LOSS_PLOT = "loss.png"
 # Files a training checkpoint holds besides the model; not copied into the published model.
 _STATE_FILES = {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
 
@@ -267,7 +268,9 @@ class TrainSummary:
     steps: int
     resumed_from: int | None
     data: DataSource
-    seconds: float
+    seconds: float  # the whole run: data, model, evaluation, checkpoints
+    train_seconds: float  # the optimizer steps alone
+    cpu_seconds: float  # CPU time of the process, all threads (less sensitive to a busy machine)
     tokens: int
     final_loss: float | None
     eval_before: EvalReport | None
@@ -281,8 +284,10 @@ class TrainSummary:
             "resumed_from": self.resumed_from,
             "data": self.data.to_dict(),
             "seconds": self.seconds,
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
             "tokens": self.tokens,
-            "tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else 0.0,
+            "tokens_per_s": self.tokens / self.train_seconds if self.train_seconds > 0 else 0.0,
             "final_loss": self.final_loss,
             "eval_before": self.eval_before.to_dict() if self.eval_before else None,
             "eval_after": self.eval_after.to_dict() if self.eval_after else None,
@@ -307,7 +312,7 @@ def run_training(
     resume: continue from the latest complete checkpoint under out_dir (a fresh start when
     there is none). eval_problems: held-out problems scored before and after (and every
     `loop.eval_every` steps) through the verifiers."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     out = Path(out_dir or cfg.out_dir)
     if cfg.loop.threads is not None:
         torch.set_num_threads(cfg.loop.threads)
@@ -386,14 +391,20 @@ def run_training(
         if not eval_problems or not isinstance(model, DeepSeekV3Model):
             return None
         model.module.eval()
-        report = evaluate(
-            sampler_for(model.base, tokenizer),
-            eval_problems,
-            k=cfg.eval.k,
-            temperature=cfg.eval.temperature,
-            max_tokens=cfg.eval.max_tokens,
-            seed=cfg.eval.seed,
-        )
+        threads = torch.get_num_threads()
+        if cfg.eval.threads is not None:
+            torch.set_num_threads(cfg.eval.threads)
+        try:
+            report = evaluate(
+                sampler_for(model.base, tokenizer),
+                eval_problems,
+                k=cfg.eval.k,
+                temperature=cfg.eval.temperature,
+                max_tokens=cfg.eval.max_tokens,
+                seed=cfg.eval.seed,
+            )
+        finally:
+            torch.set_num_threads(threads)
         log.write({"kind": "eval", "step": step, **report.summary()})
         return report
 
@@ -424,16 +435,21 @@ def run_training(
         final = latest_checkpoint(out)
         assert final is not None
         publish_model(final, out)
+        plot_losses(out, out / LOSS_PLOT)
         after = run_eval(cfg.loop.steps)
         seconds = time.perf_counter() - started
         tokens = sum(r.tokens for r in results)
+        train_seconds = sum(r.seconds for r in results)
         log.write(
             {
                 "kind": "run",
                 "step": cfg.loop.steps,
                 "seconds": seconds,
+                "train_seconds": train_seconds,
+                "cpu_seconds": time.process_time() - cpu_started,
                 "tokens": tokens,
-                "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+                "tokens_per_s": tokens / train_seconds if train_seconds > 0 else 0.0,
+                "load_average": os.getloadavg()[0],
             }
         )
     finally:
@@ -459,6 +475,8 @@ def run_training(
         resumed_from=start_step if checkpoint is not None else None,
         data=source,
         seconds=seconds,
+        train_seconds=train_seconds,
+        cpu_seconds=time.process_time() - cpu_started,
         tokens=tokens,
         final_loss=results[-1].loss if results else None,
         eval_before=before,

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from store.store import Store
+from store.usage import model_uses
 from trainer.metrics import read_metrics
 from trainer.train_state import latest_checkpoint
 
@@ -109,6 +111,14 @@ def test_sigkilled_run_resumes_to_the_same_losses(tmp_path: Path, kill_after: in
     assert b"resuming from" in err
     resumed = _train_records(killed)
     assert resumed == expected  # loss, MTP loss, grad norm, lr, MaxVio: bit for bit
+    # Both runs are on record as users of the corpus version, with its content hash.
+    uses = model_uses(Store(tmp_path / "store"), "toy-resume", version=0)
+    assert sorted(Path(u.model).name for u in uses) == ["killed", "straight"]
+    assert {u.content_hash for u in uses} == {
+        Store(tmp_path / "store").content_hash("toy-resume", 0)
+    }
+    config_json = json.loads((killed / "config.json").read_text())
+    assert config_json["r1f_data"]["table"] == "toy-resume" and config_json["r1f_step"] == STEPS
     # The published models are the same bytes too.
     assert (killed / "model.safetensors").read_bytes() == (
         straight / "model.safetensors"
