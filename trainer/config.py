@@ -38,6 +38,9 @@ class ModelConfig:
     checkpoint: str | None = None
     # hf from scratch: a transformers config.json (e.g. a small Qwen2 or Llama).
     hf_config: str | None = None
+    # The tokenizer directory, when the model does not start from a checkpoint that has one
+    # (a student from scratch takes its teacher's).
+    tokenizer: str | None = None
     # Training constants; None keeps the model's own (config.json's mtp_loss_weight, ...).
     mtp_lambda: float | None = None
     bias_update_speed: float | None = None

@@ -210,3 +210,41 @@ def sampler_for(model: Any, tokenizer: Any, *, max_batch_rows: int = 64) -> Samp
         return [[c.text for c in per_prompt] for per_prompt in outs]
 
     return sample
+
+
+def hf_sampler_for(model: Any, tokenizer: Any, *, batch_size: int = 16) -> Sampler:
+    """A sampler over a transformers causal LM (`generate`, left-padded batches). Seeded per
+    call with `torch.manual_seed(seed)`: reproducible, though not independent of batching as
+    `sampler_for`'s per-request generators are."""
+    import torch
+
+    def sample(
+        prompts: Sequence[str], temperature: float, n: int, max_tokens: int, seed: int
+    ) -> list[list[str]]:
+        torch.manual_seed(seed)
+        results: list[list[str]] = []
+        for start in range(0, len(prompts), batch_size):
+            ids = [tokenizer.encode(p) for p in prompts[start : start + batch_size]]
+            width = max(len(x) for x in ids)
+            tokens = torch.tensor([[tokenizer.pad_id] * (width - len(x)) + x for x in ids])
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+            sampling: dict[str, Any] = (
+                {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                if temperature > 0
+                else {"do_sample": False}
+            )
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=tokens,
+                    attention_mask=mask,
+                    max_new_tokens=max_tokens,
+                    num_return_sequences=n,
+                    eos_token_id=tokenizer.eos_id,
+                    pad_token_id=tokenizer.pad_id,
+                    **sampling,
+                )
+            texts = [tokenizer.decode(row[width:].tolist()) for row in out]
+            results += [texts[i * n : (i + 1) * n] for i in range(len(ids))]
+        return results
+
+    return sample

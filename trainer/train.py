@@ -48,7 +48,7 @@ from trainer.data import (
     load_rows,
     tokenize_rows,
 )
-from trainer.evaluate import EvalProblem, EvalReport, evaluate, sampler_for
+from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
 from trainer.model import max_load_violation
 from trainer.optim import build_optimizer, build_scheduler, clip_grad_norm
@@ -109,7 +109,8 @@ def _build_hf(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     if cfg.checkpoint is not None:
         return AutoModelForCausalLM.from_pretrained(cfg.checkpoint, dtype=torch.float32)
     assert cfg.hf_config is not None
-    config = AutoConfig.from_pretrained(cfg.hf_config)
+    settings = json.loads(Path(cfg.hf_config).read_text())
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
     if vocab_size > config.vocab_size:
         config.vocab_size = vocab_size
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -316,7 +317,7 @@ def run_training(
     out = Path(out_dir or cfg.out_dir)
     if cfg.loop.threads is not None:
         torch.set_num_threads(cfg.loop.threads)
-    tok_dir = Path(tokenizer_dir or cfg.model.checkpoint or "")
+    tok_dir = Path(tokenizer_dir or cfg.model.tokenizer or cfg.model.checkpoint or "")
     if not (tok_dir / "tokenizer.json").is_file():
         raise TrainError(
             f"no tokenizer.json in {tok_dir or '(none given)'}: pass a tokenizer directory or "
@@ -388,7 +389,7 @@ def run_training(
         )
 
     def run_eval(step: int) -> EvalReport | None:
-        if not eval_problems or not isinstance(model, DeepSeekV3Model):
+        if not eval_problems:
             return None
         model.module.eval()
         threads = torch.get_num_threads()
@@ -396,7 +397,9 @@ def run_training(
             torch.set_num_threads(cfg.eval.threads)
         try:
             report = evaluate(
-                sampler_for(model.base, tokenizer),
+                sampler_for(model.base, tokenizer)
+                if isinstance(model, DeepSeekV3Model)
+                else hf_sampler_for(model.base, tokenizer),
                 eval_problems,
                 k=cfg.eval.k,
                 temperature=cfg.eval.temperature,

@@ -89,7 +89,7 @@ def _print_eval(before: Any, after: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from flows.train import toy_problems
     from trainer.checkpoint import load_checkpoint
-    from trainer.evaluate import evaluate, sampler_for
+    from trainer.evaluate import evaluate, hf_sampler_for, sampler_for
     from trainer.tokenizer import R1Tokenizer
 
     model_dir = Path(args.model)
@@ -104,14 +104,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         problems = toy_problems(families, args.problems, args.seed, args.difficulty)
     except ValueError as err:
         raise UserError(f"--families: {err}") from None
-    try:
-        model, _ = load_checkpoint(model_dir)
-    except (ValueError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
-    model.eval()
     tokenizer = R1Tokenizer.from_dir(model_dir)
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    if model_type == "deepseek_v3":
+        try:
+            model, _ = load_checkpoint(model_dir)
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(str(err)) from None
+        sampler = sampler_for(model.eval(), tokenizer)
+    else:  # any transformers causal LM, e.g. a distilled student
+        from transformers import AutoModelForCausalLM
+
+        hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        sampler = hf_sampler_for(hf_model, tokenizer)
     report = evaluate(
-        sampler_for(model, tokenizer),
+        sampler,
         problems,
         k=args.k,
         temperature=args.temperature,

@@ -96,3 +96,45 @@ def test_user_errors_are_one_line_and_exit_2(
     assert "--resume" in error(["train", "sft", "--config", str(config), "--out", str(out)])
     assert "no config.json" in error(["eval", "--model", str(root)])
     assert "--families" in error(["eval", "--model", str(setup["base"]), "--families", "toy-nope"])
+
+
+def test_distill_a_dense_student_that_transformers_loads_offline(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    root = setup["root"]
+    student = root / "student.json"
+    student.write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "vocab_size": 300,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 512,
+            }
+        )
+    )
+    config = root / "distill.yaml"
+    config.write_text(
+        setup["config"]
+        .read_text()
+        .replace("stage: sft", "stage: distill")
+        .replace(
+            f"model: {{checkpoint: {setup['base']}}}",
+            f"model: {{kind: hf, hf_config: {student}, tokenizer: {setup['base']}}}",
+        )
+    )
+    out = root / "student"
+    assert main(["train", "distill", "--config", str(config), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["eval_after"]["families"]["toy-arithmetic"]["problems"] == 2
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(loaded).__name__ == "Qwen2ForCausalLM"
+    assert json.loads((out / "config.json").read_text())["r1f_stage"] == "distill"
+    assert (
+        main(["eval", "--model", str(out), "--problems", "1", "--k", "2", "--max-tokens", "4"]) == 0
+    )
