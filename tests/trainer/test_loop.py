@@ -42,7 +42,7 @@ def test_schedule_warms_up_then_follows_a_cosine_to_the_floor() -> None:
     assert values[10] == pytest.approx(1.0)
     assert values[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert values[110] == pytest.approx(0.1) and values[119] == pytest.approx(0.1)
-    assert all(a >= b for a, b in itertools.pairwise(values))
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
 
 
 def test_accumulation_equals_one_big_batch_and_router_bias_moves() -> None:
