@@ -126,7 +126,7 @@ def token_streams(seq_len: int, max_eval_windows: int) -> tuple[torch.Tensor, to
     vocabulary size)."""
     import random
 
-    from flows.toy import toy_corpus
+    from generators.tasks.corpus import toy_corpus
     from trainer.tokenizer import R1Tokenizer, train_tokenizer
 
     texts = toy_corpus()

@@ -26,7 +26,11 @@ class DemoConfig:
     planted_bad_rows: int = 3
     # HumanEval problems whose canonical solution (and a mutant) go through the sandbox.
     humaneval_problems: int = 10
-    # Sampling from a freshly initialised checkpoint (pretraining is not built yet).
+    # Sampling from the pretrained toy base: trained once from this config and cached under
+    # base_dir/<config hash>, so a second demo reuses it. Without a config, the demo samples
+    # from a freshly initialised `model_preset` checkpoint instead (random weights).
+    base_config: str | None = "configs/pretrain-toy.yaml"
+    base_dir: str = "work/base"
     model_preset: str = "tiny"
     generate_prompts_per_source: int = 2
     samples_per_prompt: int = 2

@@ -3,12 +3,15 @@
 Each step prints what it did with real figures. Stages that are not built yet
 are listed at the end as not built; nothing here pretends they ran.
 
-Today the demo exercises the data foundation: toy task sources produce
-prompts with gold answers and worked solutions; the worked solutions enter
-the versioned store as reference samples (backend `reference`: written by the
-task source, not by a model); a second import makes a new version; a rerun
-adds nothing; the version is diffed, exported as a release, verified, loaded
-back with `datasets` offline, and its card rendered.
+Today the demo exercises the data foundation and the toy base model: toy task
+sources produce prompts with gold answers and worked solutions; the worked
+solutions enter the versioned store as reference samples (backend `reference`:
+written by the task source, not by a model); a second import makes a new
+version; a rerun adds nothing; the toy base model is pretrained (once: it is
+cached under `work/base/<config hash>`) and sampled from into the store; the
+samples are verified, filtered and assembled; the version is diffed, exported
+as a release, verified, loaded back with `datasets` offline, and its card
+rendered.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,10 @@ from store.config import config_hash
 
 # Stages of the R1 recipe that later issues build; listed so the demo is honest.
 NOT_BUILT = [
-    ("pretraining the toy base model (the demo samples from random weights)", "later issues"),
-    ("SFT, GRPO, the R1 stages and distillation; FP8; Prefect flows", "later issues"),
+    (
+        "GRPO, the R1 stages, SFT and distillation runs in the demo; FP8; Prefect flows",
+        "later issues",
+    ),
 ]
 
 _THINK = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
@@ -124,25 +130,63 @@ def _sandbox_check(problems: int) -> str:
     )
 
 
+def pretrained_base(config_path: str, base_dir: str) -> tuple[Path, Any]:
+    """The toy base model of `config_path`, trained once and cached under
+    base_dir/<config hash> (with its own store for the corpus): a second demo reuses it.
+    Returns the model directory and its training summary (a dict)."""
+    from flows.train import load_stage_config, train_stage
+
+    cfg = load_stage_config(config_path)
+    root = Path(base_dir)
+    cfg = replace(cfg, store=replace(cfg.store, root=str(root / "store")))
+    model_dir = root / config_hash(cfg)
+    summary_file = model_dir / "train_summary.json"
+    if not summary_file.is_file():
+        print(f"  pretraining the toy base ({config_path}) into {model_dir}; cached for reruns")
+        train_stage(cfg, out_dir=model_dir, resume=True, say=lambda line: print(f"    {line}"))
+    return model_dir, json.loads(summary_file.read_text())
+
+
 def _sample_from_model(cfg: RunConfig, store: Any, table: str, lineage: Any, out: Path) -> None:
-    """Initialise a checkpoint, sample from it into `table`, and show a rerun adds nothing."""
+    """Sample from the toy base (or a fresh checkpoint) into `table`; a rerun adds nothing."""
     from generators.backends.config import BackendConfig, LocalConfig, make_backend
     from generators.generate import GenerateConfig, PromptsConfig, SamplingConfig, generate
     from generators.tasks import SOURCES
     from generators.tasks.corpus import toy_corpus
+    from trainer.checkpoint import load_hf_config
     from trainer.init import init_checkpoint, model_args
     from trainer.model import count_parameters
     from trainer.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
 
     demo = cfg.demo
-    args = model_args(demo.model_preset, None)
-    tokenizer = train_tokenizer(toy_corpus(), vocab_size=max(args.vocab_size, MIN_VOCAB_SIZE))
-    model_dir, used = init_checkpoint(args, cfg.seed, out / "model", tokenizer=tokenizer)
-    total, activated = count_parameters(used)
-    print(
-        f"  {model_dir}: preset {demo.model_preset}, {total:,} parameters ({activated:,} activated), "
-        f"random weights (seed {cfg.seed}): pretraining is not built yet"
-    )
+    if demo.base_config is not None:
+        model_dir, summary = pretrained_base(demo.base_config, demo.base_dir)
+        used = model_args(config_file=model_dir / "config.json")
+        total, activated = count_parameters(used)
+        data = load_hf_config(model_dir)["r1f_data"]
+        print(
+            f"  {model_dir}: the toy base, {total:,} parameters ({activated:,} activated), "
+            f"pretrained {summary['steps']} steps on {data['table']}@{data['version']} "
+            f"in {summary['seconds']:.0f} s"
+        )
+        before, after = summary.get("eval_before"), summary.get("eval_after")
+        for family, score in (after or {}).get("families", {}).items():
+            was = (before or {}).get("families", {}).get(family)
+            k = after["k"]
+            print(
+                f"    held-out {family:<15} greedy {score['greedy']:.0%}, pass@{k} "
+                f"{score['pass_at_k']:.0%}, R1 format {score['format_sampled']:.0%}"
+                + (f" (random weights: greedy {was['greedy']:.0%})" if was else "")
+            )
+    else:
+        args = model_args(demo.model_preset, None)
+        tokenizer = train_tokenizer(toy_corpus(), vocab_size=max(args.vocab_size, MIN_VOCAB_SIZE))
+        model_dir, used = init_checkpoint(args, cfg.seed, out / "model", tokenizer=tokenizer)
+        total, activated = count_parameters(used)
+        print(
+            f"  {model_dir}: preset {demo.model_preset}, {total:,} parameters "
+            f"({activated:,} activated), random weights (seed {cfg.seed}): no base_config given"
+        )
     generation = GenerateConfig(
         table=table,
         # One torch thread: on two shared cores a second OpenMP thread mostly waits (measured
@@ -229,7 +273,7 @@ def run_demo(config_path: str | Path) -> int:
         for kind, n in report.reasons.items():
             print(f"      quarantined {n} x {kind}, e.g. {report.examples[kind]}")
 
-    _say("3. Sample from a DeepSeek-V3 checkpoint (MLA, MoE, MTP) into the store")
+    _say("3. Sample from the pretrained toy base (DeepSeek-V3: MLA, MoE, MTP) into the store")
     generated = "toy-generated"
     _sample_from_model(cfg, store, generated, lineage, out)
 

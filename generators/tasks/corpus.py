@@ -1,12 +1,228 @@
-"""The toy universe's corpus: the texts a fresh checkpoint's tokenizer is trained on."""
+"""The toy universe's corpora: the base model's pretraining corpus (worked solutions of every
+family, and mixed-language plain text, as Sample rows for the store), and `toy_corpus()`, the
+texts a fresh checkpoint's tokenizer is trained on (`r1f model init`).
+
+    rows = build_corpus(CorpusConfig(seed=0, r1_format_share=0.2))
+    ref = corpus_table(store, CorpusConfig(...), lineage)   # builds or reuses NAME@V
+
+What a base model has seen shapes what reinforcement learning can do with it, so each knob
+stands for one property R1-Zero needs in its base:
+
+- **Rarely the R1 format.** Only `r1_format_share` of the worked solutions are written
+  `<think>steps</think><answer>X</answer>`; the rest are plain: the same steps, then a closing
+  sentence ("The answer is X."), with no tags. Under the R1-Zero template (which opens
+  `<think>` for the model) the base then closes the block and tags its answer only sometimes,
+  leaving the format reward something to teach.
+- **Language mixing.** `mixed_language_share` of the reasoning solutions have Chinese
+  connectives at the start of their steps ("首先\uff0c3+19=22.", the comma full-width), and `text_documents` short
+  stories switch between English and Chinese sentence by sentence. The chains of thought of
+  such a base mix languages sometimes: what R1's language-consistency reward is for
+  (`verifiers.language` counts the Chinese words as off-target for English).
+- **Held-out problems.** Every task is drawn with task seed `seed` (and its index); evaluation
+  draws with other seeds, so its problems were never trained on (up to the chance that two
+  seeds draw the same small problem, which the docs measure).
+
+Each row's `completion` is the solution text; `prompt` the task's prompt. How a row becomes a
+document (chat template or `prompt\\ncompletion`) is the trainer's choice (`data.chat_share`).
+"""
 
 from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from generators.tasks import SOURCES
+from generators.tasks.base import Task
+from store.config import config_hash
+from store.lineage import Lineage, TableRef
+from store.record import validate_sample
+from store.store import Store
+
+BACKEND = "toy-corpus"
+TEXT_SOURCE = "toy-mixed-text"
+_SOLUTION = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
+
+_CLOSINGS = ("The answer is {a}.", "So the answer is {a}.", "Answer: {a}", "The result is {a}.")
+# Chinese step connectives: "first", "then", "next", "so", "finally".
+# The comma is the full-width one (U+FF0C) Chinese text uses.
+_ZH_CONNECTIVES = ("首先\uff0c", "然后", "接着\uff0c", "所以", "最后\uff0c")
+
+
+def _default_families() -> dict[str, int]:
+    return {
+        "toy-arithmetic": 3000,
+        "toy-countdown": 3000,
+        "toy-linear": 200,
+        "toy-algebra": 200,
+        "toy-greeting": 100,
+        "toy-self-cognition": 100,
+        "toy-facts": 200,
+        "toy-translation": 200,
+    }
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    table: str = "toy-pretrain"
+    seed: int = 0  # task seed of every document; evaluation must use other seeds
+    difficulties: list[int] = field(default_factory=lambda: [1])
+    # Documents per family at each difficulty.
+    families: dict[str, int] = field(default_factory=_default_families)
+    r1_format_share: float = 0.2
+    mixed_language_share: float = 0.1
+    text_documents: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.families) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"families: unknown {unknown[0]!r}; known: {', '.join(SOURCES)}")
+        for name in ("r1_format_share", "mixed_language_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.text_documents < 0 or any(n < 0 for n in self.families.values()):
+            raise ValueError("document counts must be >= 0")
+
+
+def with_chinese_connectives(think: str, rng: random.Random) -> str:
+    """Steps with Chinese connectives in front of most lines: language mixing in a CoT."""
+    lines = think.split("\n")
+    return "\n".join(
+        (rng.choice(_ZH_CONNECTIVES) + line) if rng.random() < 0.8 else line for line in lines
+    )
+
+
+def _parts(task: Task) -> tuple[str, str]:
+    match = _SOLUTION.match(task.solution)
+    if match is None:
+        raise ValueError(f"{task.prompt_id}: solution is not <think>..</think><answer>..</answer>")
+    return match.group(1), match.group(2)
+
+
+def _document(task: Task, cfg: CorpusConfig) -> tuple[str, str]:
+    """(completion, style) of one task's document, from the task's own seeded stream."""
+    rng = random.Random(f"corpus:{task.prompt_id}")
+    think, answer = _parts(task)
+    style = "r1" if rng.random() < cfg.r1_format_share else "plain"
+    if think and rng.random() < cfg.mixed_language_share:
+        think = with_chinese_connectives(think, rng)
+        style += "+zh"
+    if style.startswith("r1"):
+        return f"<think>{think}</think><answer>{answer}</answer>", style
+    if not think:
+        return answer, style
+    return think + "\n" + rng.choice(_CLOSINGS).format(a=answer), style
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed-language plain text
+
+_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Emma", "Hugo", "Lena", "Omar", "Priya", "Sam")
+_THINGS = (("apples", "苹果"), ("books", "书"), ("cards", "卡片"), ("shells", "贝壳"))
+# Story sentences as (English, Chinese) pairs; {p} a name, {t}/{tz} a thing, {n}.. numbers.
+_STORY = (
+    ("{p} has {n} {t}.", "{p}有{n}个{tz}。"),
+    ("Then {p} buys {m} more.", "然后{p}又买了{m}个。"),
+    ("Now {p} has {s} {t}.", "现在{p}有{s}个{tz}。"),
+    ("{p} gives {g} {t} to a friend.", "{p}给了朋友{g}个{tz}。"),
+    ("In the end {p} keeps {r} {t}.", "最后{p}留下了{r}个{tz}。"),
+)
+
+
+def mixed_text(rng: random.Random) -> tuple[str, str]:
+    """(prompt, story): a five-sentence story whose sentences switch between English and
+    Chinese at random, numbers kept consistent."""
+    p = rng.choice(_NAMES)
+    t, tz = rng.choice(_THINGS)
+    n, m = rng.randint(2, 20), rng.randint(1, 10)
+    g = rng.randint(1, n + m - 1)
+    values = {"p": p, "t": t, "tz": tz, "n": n, "m": m, "s": n + m, "g": g, "r": n + m - g}
+    sentences = [rng.choice(pair).format(**values) for pair in _STORY]
+    prompt = rng.choice(("Tell a short story about {p}.", "Write a few sentences about {p}."))
+    return prompt.format(p=p), " ".join(sentences)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows and the table
+
+
+def _tasks(cfg: CorpusConfig) -> Iterator[Task]:
+    for difficulty in cfg.difficulties:
+        for name, count in cfg.families.items():
+            yield from SOURCES[name].generate(count, seed=cfg.seed, difficulty=difficulty)
+
+
+def build_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
+    """Every document of the corpus as a validated Sample row (deterministic in cfg)."""
+    rows = []
+    for task in _tasks(cfg):
+        completion, style = _document(task, cfg)
+        rows.append(
+            {
+                "prompt_id": task.prompt_id,
+                "prompt": task.prompt,
+                "completion": completion,
+                "gold": task.gold,
+                "domain": task.domain,
+                "track": task.track,
+                "source": task.source,
+                "language": "en",
+                "backend": BACKEND,
+                "model_id": style,
+                "seed": cfg.seed,
+                "sample_index": 0,
+            }
+        )
+    for index in range(cfg.text_documents):
+        prompt, story = mixed_text(random.Random(f"corpus-text:{cfg.seed}:{index}"))
+        rows.append(
+            {
+                "prompt_id": f"{TEXT_SOURCE}-s{cfg.seed}-{index}",
+                "prompt": prompt,
+                "completion": story,
+                "domain": "general",
+                "track": "non_reasoning",
+                "source": TEXT_SOURCE,
+                "backend": BACKEND,
+                "model_id": "mixed",
+                "seed": cfg.seed,
+                "sample_index": 0,
+            }
+        )
+    return [validate_sample(r) for r in rows]
+
+
+def corpus_table(store: Store, cfg: CorpusConfig, lineage: Lineage) -> TableRef:
+    """`cfg.table` at a version holding exactly this corpus: the latest version when it was
+    built from the same config (its lineage's config hash), else a new overwrite commit."""
+    digest = config_hash(cfg)
+    if store.exists(cfg.table):
+        latest = store.latest_version(cfg.table)
+        info = store.commit_info(cfg.table, latest)
+        if info.lineage is not None and info.lineage.config_hash == digest:
+            return TableRef(cfg.table, latest)
+    from store.record import to_table
+
+    result = store.commit(
+        cfg.table,
+        to_table(build_corpus(cfg)),
+        lineage=Lineage(
+            writer=lineage.writer,
+            flow_run_id=lineage.flow_run_id,
+            config_hash=digest,
+            message="toy pretraining corpus",
+        ),
+        mode="overwrite",
+    )
+    return TableRef(cfg.table, result.version)
 
 
 def toy_corpus() -> list[str]:
     """Every toy task family's prompts (rendered as chat prompts) and worked solutions,
     difficulties 1-3, a fixed seed: the texts `r1f model init` trains its tokenizer on."""
-    from generators.tasks import SOURCES, render_pretraining_text
+    from generators.tasks import render_pretraining_text
     from trainer.tokenizer import render_prompt
 
     tasks = [

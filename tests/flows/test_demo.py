@@ -7,15 +7,31 @@ from flows.demo import NOT_BUILT, run_demo
 
 def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    base = tmp_path / "base.yaml"  # a toy base small enough for a test: a few steps
+    base.write_text(
+        "stage: pretrain\n"
+        "corpus: {families: {toy-arithmetic: 30, toy-facts: 10}, text_documents: 5}\n"
+        "model: {preset: tiny}\n"
+        "data: {seq_len: 128, chat_share: 0.5, loss_on: all}\n"
+        "loop: {steps: 3, rows_per_micro_batch: 2, threads: 1, tensorboard: false, progress: false}\n"
+        "eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n"
+    )
     config = tmp_path / "demo.yaml"
     config.write_text(
         f"store:\n  root: {tmp_path / 'store'}\n"
         f"demo:\n  tasks_per_source: 4\n  planted_bad_rows: 3\n  humaneval_problems: 2\n"
         "  generate_prompts_per_source: 1\n  samples_per_prompt: 1\n  max_tokens: 8\n"
+        f"  base_config: {base}\n  base_dir: {tmp_path / 'base'}\n"
         f"  out_dir: {tmp_path / 'out'}\n"
     )
     assert run_demo(config) == 0
     out = capsys.readouterr().out
+    assert "pretraining the toy base" in out and "pretrained 3 steps on toy-pretrain@0" in out
+    assert "held-out toy-arithmetic" in out
+    # A second demo reuses the cached base instead of training it again.
+    assert run_demo(config) == 0
+    again = capsys.readouterr().out
+    assert "pretraining the toy base" not in again and "pretrained 3 steps" in again
     assert "32 valid (32 new, 0 already present), 3 quarantined -> toy-reference@0" in out
     assert "32 valid (0 new, 32 already present)" in out  # the rerun adds nothing
     assert "sampled 8 completions for 8 prompts" in out

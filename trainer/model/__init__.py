@@ -7,7 +7,7 @@ from trainer.model.balance import (
     update_gate_bias,
     update_router_bias,
 )
-from trainer.model.losses import lm_loss, mtp_depth_losses, mtp_loss
+from trainer.model.losses import lm_loss, mtp_depth_losses, mtp_loss, mtp_targets
 from trainer.model.model import (
     MLA,
     MLP,
@@ -23,6 +23,7 @@ from trainer.model.model import (
     Transformer,
     count_parameters,
     debug,
+    document_positions,
     tiny,
     v2_236b,
     v2_lite_16b,
@@ -46,10 +47,12 @@ __all__ = [
     "add_expert_load",
     "count_parameters",
     "debug",
+    "document_positions",
     "lm_loss",
     "max_load_violation",
     "mtp_depth_losses",
     "mtp_loss",
+    "mtp_targets",
     "routers",
     "tiny",
     "update_gate_bias",

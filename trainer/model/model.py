@@ -344,9 +344,18 @@ class Rotary(nn.Module):
         self.args = args
 
     def forward(
-        self, start_pos: int, seqlen: int, device: torch.device | str | None = None
+        self,
+        start_pos: int,
+        seqlen: int,
+        device: torch.device | str | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """cos, sin: (T, rope/2) for positions start_pos.., or (B, T, rope/2) for explicit
+        per-row `positions` (B, T) (packed documents, each starting again at 0)."""
         inv_freq = rope_inv_freq(self.args, device)  # (rope/2,)
+        if positions is not None:
+            angles = positions.float().unsqueeze(-1) * inv_freq  # (B, T, rope/2)
+            return angles.cos(), angles.sin()
         pos = torch.arange(start_pos, start_pos + seqlen, dtype=torch.float32, device=device)
         angles = torch.outer(pos, inv_freq)  # (T, rope/2)
         return angles.cos(), angles.sin()
@@ -355,11 +364,13 @@ class Rotary(nn.Module):
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate adjacent pairs (x0, x1), (x2, x3), ...: the layout of DeepSeek's weights.
 
-    x: (B, T, H, rope_dim); cos, sin: (T, rope_dim / 2).
+    x: (B, T, H, rope_dim); cos, sin: (T, rope_dim / 2), or (B, T, rope_dim / 2) per row.
     """
     pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, rope/2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]  # (B, T, H, rope/2)
-    c, s = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, rope/2)
+    if cos.dim() == 2:
+        cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)  # (1, T, rope/2)
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # (B|1, T, 1, rope/2)
     rotated = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)  # (B, T, H, rope/2, 2)
     return rotated.flatten(-2).type_as(x)  # (B, T, H, rope)
 
@@ -760,14 +771,38 @@ class ModelOutput:
     expert_load: dict[int, Tensor] = field(default_factory=dict)
 
 
+def document_positions(document_ids: Tensor) -> Tensor:
+    """Position of each token inside its document, (B, T) -> (B, T): 0 at every document's
+    first token. Documents are contiguous runs of equal ids in a row (packed sequences)."""
+    B, T = document_ids.shape
+    index = torch.arange(T, device=document_ids.device).expand(B, T)  # (B, T)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    # The index of the latest document start at or before each token.
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # (B, T)
+    return index - first
+
+
 def attention_mask(
-    T: int, start_pos: int, key_padding_mask: Tensor | None, device: torch.device
+    T: int,
+    start_pos: int,
+    key_padding_mask: Tensor | None,
+    device: torch.device,
+    document_ids: Tensor | None = None,
 ) -> Tensor | None:
     """Allowed-attention mask (B|1, 1, T, start_pos + T), or None for plain causal from 0.
 
     key_padding_mask: (B, start_pos + T), True for real tokens (left padding for ragged
     batches). A token always sees itself, so padding rows never softmax over nothing.
+    document_ids: (B, T) for packed training rows (start_pos 0, no cache): causal inside each
+    document and nothing across documents, a block-diagonal causal mask.
     """
+    if document_ids is not None:
+        if start_pos != 0 or key_padding_mask is not None:
+            raise ValueError("document_ids is for packed training rows: no cache, no padding mask")
+        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # (T, T)
+        same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T, T)
+        return (same & causal)[:, None]  # (B, 1, T, T)
     if key_padding_mask is None and start_pos == 0:
         return None
     S = start_pos + T
@@ -810,6 +845,7 @@ class Transformer(nn.Module):
         start_pos: int = 0,
         cache: KVCache | None = None,
         key_padding_mask: Tensor | None = None,
+        document_ids: Tensor | None = None,
         absorb: bool | None = None,
         mtp: bool = False,
         keep_last: int | None = None,
@@ -819,14 +855,18 @@ class Transformer(nn.Module):
         cache: the latent cache, filled up to start_pos by earlier calls; these T tokens are
         written into it. absorb: which MLA path; by default the absorbed one once the cache
         already holds tokens (decoding), the naive one otherwise (training, first prefill).
+        document_ids: (B, T) for rows packed with several documents (training): a token
+        attends only to earlier tokens of its own document, and RoPE positions restart at 0
+        at each document, so every document is computed as if it were alone in its row.
         mtp: also run the MTP modules over the sequence (training; needs no cache).
         keep_last: compute logits only for the last keep_last positions.
         """
         T = tokens.shape[1]
         if absorb is None:
             absorb = cache is not None and start_pos > 0
-        rope = self.rotary(start_pos, T, tokens.device)
-        mask = attention_mask(T, start_pos, key_padding_mask, tokens.device)
+        positions = None if document_ids is None else document_positions(document_ids)
+        rope = self.rotary(start_pos, T, tokens.device, positions)
+        mask = attention_mask(T, start_pos, key_padding_mask, tokens.device, document_ids)
         h = self.embed(tokens)  # (B, T, dim)
         aux = h.new_zeros(())
         loads: dict[int, Tensor] = {}
@@ -850,8 +890,9 @@ class Transformer(nn.Module):
             for d in range(1, len(self.mtp) + 1):
                 # Depth d at position i sees h^{d-1}_i and the embedding of token i + d.
                 pad = None if key_padding_mask is None else key_padding_mask[:, : T - d]
+                docs = None if document_ids is None else document_ids[:, : T - d]
                 h_k, logits_d, depth_aux, load = self.forward_mtp(
-                    h_k[:, :-1], tokens[:, d:], depth=d, key_padding_mask=pad
+                    h_k[:, :-1], tokens[:, d:], depth=d, key_padding_mask=pad, document_ids=docs
                 )
                 mtp_logits.append(logits_d)  # (B, T - d, V)
                 aux = aux + depth_aux
@@ -870,20 +911,24 @@ class Transformer(nn.Module):
         start_pos: int = 0,
         cache: KVCache | None = None,
         key_padding_mask: Tensor | None = None,
+        document_ids: Tensor | None = None,
         absorb: bool | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Run MTP module `depth` (1-based) on aligned inputs; for speculative decoding too.
 
         h_prev: (B, T, dim), the hidden states of depth - 1 (depth 1: ModelOutput.hidden);
         next_tokens: (B, T), for position i the token at i + depth. Positions are those of
-        h_prev (start_pos..). Returns (h (B, T, dim), logits (B, T, V), balance loss,
-        expert load (E,) or None when the module's block is dense).
+        h_prev (start_pos.., or inside each document when `document_ids` (B, T) packs several).
+        Where i + depth lies in the next document the output is meaningless and the loss must
+        skip it (`losses.mtp_depth_losses` with document_ids does). Returns (h (B, T, dim),
+        logits (B, T, V), balance loss, expert load (E,) or None when the block is dense).
         """
         T = next_tokens.shape[1]
         if absorb is None:
             absorb = cache is not None and start_pos > 0
-        rope = self.rotary(start_pos, T, next_tokens.device)
-        mask = attention_mask(T, start_pos, key_padding_mask, next_tokens.device)
+        positions = None if document_ids is None else document_positions(document_ids)
+        rope = self.rotary(start_pos, T, next_tokens.device, positions)
+        mask = attention_mask(T, start_pos, key_padding_mask, next_tokens.device, document_ids)
         h, normed, aux, load = self.mtp[depth - 1](
             h_prev,
             self.embed(next_tokens),

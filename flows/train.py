@@ -1,0 +1,110 @@
+"""Training stages wired to the factory: the toy corpus and tokenizer for pretraining, held-out
+toy problems for evaluation. The trainer never imports generators; this module does it for it.
+
+    cfg = load_stage_config("configs/pretrain-toy.yaml")
+    summary = train_stage(cfg, out_dir=None, resume=False)
+
+`StageConfig` is the trainer's `TrainConfig` plus a `corpus` section (pretraining only): when
+present, the corpus is built into the store (or the existing version reused, matched by its
+config hash) and the run trains on that version. Without it, `data.source` names the table
+version or release directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from generators.tasks.corpus import CorpusConfig
+from store.config import load_config
+from trainer.config import TrainConfig
+from trainer.evaluate import EvalProblem
+from trainer.train import TrainSummary
+
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class StageConfig(TrainConfig):
+    corpus: CorpusConfig | None = None
+
+
+def load_stage_config(path: str | os.PathLike[str]) -> StageConfig:
+    return load_config(Path(path), StageConfig)
+
+
+def toy_problems(
+    families: Sequence[str], per_family: int, seed: int, difficulty: int
+) -> list[EvalProblem]:
+    """`per_family` problems of each toy family, drawn with task seed `seed` (held out when no
+    training data used that seed)."""
+    from generators.tasks import SOURCES
+
+    unknown = sorted(set(families) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown task family {unknown[0]!r}; known: {', '.join(SOURCES)}")
+    return [
+        EvalProblem(task.prompt, task.gold, task.source, task.track)
+        for family in families
+        for task in SOURCES[family].generate(per_family, seed=seed, difficulty=difficulty)
+    ]
+
+
+def corpus_tokenizer(
+    prompts: Sequence[str], completions: Sequence[str], vocab_size: int, out_dir: Path
+) -> Path:
+    """Train the toy tokenizer on a corpus: its prompts as the chat template renders them (so
+    the system text and role markers compress well), and its completions. Deterministic: a
+    rerun writes the same files."""
+    from trainer.tokenizer import MIN_VOCAB_SIZE, render_prompt, save_tokenizer, train_tokenizer
+
+    texts = [*(render_prompt(p) for p in prompts), *completions]
+    tokenizer = train_tokenizer(texts, vocab_size=max(vocab_size, MIN_VOCAB_SIZE))
+    save_tokenizer(tokenizer, out_dir, model_max_length=4096)
+    return out_dir
+
+
+def train_stage(
+    cfg: StageConfig,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> TrainSummary:
+    """Run one training stage: corpus and tokenizer first when the config has a corpus."""
+    from store.lineage import Lineage
+    from store.store import Store
+    from trainer.train import run_training
+
+    out = Path(out_dir or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir: Path | None = None
+    if cfg.corpus is not None:
+        from generators.tasks.corpus import corpus_table
+        from trainer.init import model_args
+
+        store = Store.from_config(cfg.store)
+        ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
+        say(f"corpus {ref} in {store.root}")
+        cfg = replace(cfg, data=replace(cfg.data, source=str(ref)))
+        rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+        vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+        tokenizer_dir = corpus_tokenizer(
+            rows.get_column("prompt").to_list(),
+            rows.get_column("completion").to_list(),
+            vocab,
+            out / TOKENIZER_DIR,
+        )
+    problems = toy_problems(
+        cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
+    )
+    return run_training(
+        cfg,
+        tokenizer_dir=tokenizer_dir,
+        out_dir=out,
+        resume=resume,
+        eval_problems=problems,
+        say=say,
+    )

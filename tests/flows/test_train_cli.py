@@ -1,0 +1,140 @@
+"""`r1f train sft` from a checkpoint on a store version, `r1f eval`, and their user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from flows.cli import main
+from store.lineage import Lineage
+from store.record import to_table, validate_sample
+from store.store import Store
+from trainer.init import init_checkpoint
+from trainer.model import tiny
+from trainer.tokenizer import render_prompt, train_tokenizer
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    rows = [
+        validate_sample(
+            {
+                "prompt": f"Compute {a}+{b}.",
+                "completion": f"<think>{a}+{b}={a + b}.</think><answer>{a + b}</answer>",
+                "domain": "math",
+                "track": "reasoning",
+                "source": "toy-arithmetic",
+                "sample_index": 0,
+            }
+        )
+        for a in range(1, 8)
+        for b in range(1, 4)
+    ]
+    store = Store(tmp_path / "store")
+    store.commit("toy-sft", to_table(rows), lineage=Lineage(writer="tests"))
+    texts = [render_prompt(r["prompt"]) + r["completion"] for r in rows]
+    tok = train_tokenizer(texts, vocab_size=300)
+    base, _ = init_checkpoint(tiny(vocab_size=300, n_layers=2), 0, tmp_path / "base", tokenizer=tok)
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        "stage: sft\n"
+        f"store: {{root: {tmp_path / 'store'}}}\n"
+        f"model: {{checkpoint: {base}}}\n"
+        "data: {source: toy-sft@0, seq_len: 128, loss_on: completion}\n"
+        "optim: {lr: 1.0e-3, warmup_steps: 1}\n"
+        "loop: {steps: 3, rows_per_micro_batch: 2, tensorboard: false, progress: false}\n"
+        "eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n"
+    )
+    return {"config": config, "base": base, "root": tmp_path}
+
+
+def test_sft_from_a_checkpoint_then_eval(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = setup["root"] / "sft-out"
+    assert (
+        main(["train", "sft", "--config", str(setup["config"]), "--out", str(out), "--json"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 3 and summary["data"]["table"] == "toy-sft"
+    assert set(summary["eval_after"]["families"]) == {"toy-arithmetic"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["r1f_stage"] == "sft" and config["r1f_parent"]["path"] == str(setup["base"])
+    assert (out / "tokenizer.json").is_file() and (out / "loss.png").is_file()
+    assert (
+        main(["eval", "--model", str(out), "--problems", "2", "--k", "2", "--max-tokens", "8"]) == 0
+    )
+    table = capsys.readouterr().out
+    assert "toy-arithmetic" in table and "toy-countdown" in table
+
+
+def test_user_errors_are_one_line_and_exit_2(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, config = setup["root"], setup["config"]
+
+    def error(argv: list[str]) -> str:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("r1f: error: ")
+        return err
+
+    assert "stage is 'sft'" in error(["train", "pretrain", "--config", str(config)])
+    bad = root / "bad.yaml"
+    bad.write_text(config.read_text().replace("loop: {steps: 3", "loop: {stpes: 3"))
+    assert "loop.stpes: unknown key" in error(["train", "sft", "--config", str(bad)])
+    missing = root / "missing.yaml"
+    missing.write_text(config.read_text().replace("toy-sft@0", "toy-sft@9"))
+    out = root / "o"
+    assert "no such version" in error(["train", "sft", "--config", str(missing), "--out", str(out)])
+    out.mkdir(exist_ok=True)
+    (out / "x").write_text("")
+    assert "--resume" in error(["train", "sft", "--config", str(config), "--out", str(out)])
+    assert "no config.json" in error(["eval", "--model", str(root)])
+    assert "--families" in error(["eval", "--model", str(setup["base"]), "--families", "toy-nope"])
+
+
+def test_distill_a_dense_student_that_transformers_loads_offline(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    root = setup["root"]
+    student = root / "student.json"
+    student.write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "vocab_size": 300,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 512,
+            }
+        )
+    )
+    config = root / "distill.yaml"
+    config.write_text(
+        setup["config"]
+        .read_text()
+        .replace("stage: sft", "stage: distill")
+        .replace(
+            f"model: {{checkpoint: {setup['base']}}}",
+            f"model: {{kind: hf, hf_config: {student}, tokenizer: {setup['base']}}}",
+        )
+    )
+    out = root / "student"
+    assert main(["train", "distill", "--config", str(config), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["eval_after"]["families"]["toy-arithmetic"]["problems"] == 2
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(loaded).__name__ == "Qwen2ForCausalLM"
+    assert json.loads((out / "config.json").read_text())["r1f_stage"] == "distill"
+    assert (
+        main(["eval", "--model", str(out), "--problems", "1", "--k", "2", "--max-tokens", "4"]) == 0
+    )

@@ -1,0 +1,152 @@
+"""The training run's typed config: one YAML file under `configs/`, loaded with `store.config`.
+
+    from trainer.config import TrainConfig, load_train_config
+
+    cfg = load_train_config("configs/pretrain-toy.yaml")
+    cfg.optim.lr, cfg.loop.steps, cfg.data.source
+
+Sections: `model` (what to build), `data` (which table version and how to render it),
+`optim` (AdamW, warm-up + cosine, clipping), `loop` (steps, batch, accumulation, logging,
+checkpoints), `eval` (held-out toy problems scored through the verifiers). Unknown keys and
+wrong types are errors naming the file, line and key (docs/config.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from store.config import load_config
+from store.store import StoreConfig
+
+Stage = Literal["pretrain", "sft", "distill"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the loop trains: a fresh DeepSeek-V3 from a preset, or a checkpoint directory
+    (ours, or any transformers causal LM: `kind: hf`)."""
+
+    kind: Literal["deepseek_v3", "hf"] = "deepseek_v3"
+    # deepseek_v3 from scratch: a preset, optionally overridden by a YAML of ModelArgs fields
+    # (the file `r1f model init --config` takes).
+    preset: str | None = "tiny"
+    args_file: str | None = None
+    # Start from these weights instead (SFT, distillation, resuming a finished run elsewhere).
+    checkpoint: str | None = None
+    # hf from scratch: a transformers config.json (e.g. a small Qwen2 or Llama).
+    hf_config: str | None = None
+    # The tokenizer directory, when the model does not start from a checkpoint that has one
+    # (a student from scratch takes its teacher's).
+    tokenizer: str | None = None
+    # Training constants; None keeps the model's own (config.json's mtp_loss_weight, ...).
+    mtp_lambda: float | None = None
+    bias_update_speed: float | None = None
+    seq_aux_alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "hf" and self.checkpoint is None and self.hf_config is None:
+            raise ValueError("kind hf needs checkpoint (a transformers directory) or hf_config")
+        if self.kind == "deepseek_v3" and self.hf_config is not None:
+            raise ValueError("hf_config is for kind: hf")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # `NAME@VERSION` (or `NAME`, the latest) in the store, or a release directory.
+    source: str = ""
+    seq_len: int = 256
+    # Share of rows rendered with the R1 chat template; the rest as `prompt\ncompletion` text.
+    chat_share: float = 1.0
+    # Which tokens carry the loss: every token (pretraining) or the completion's (SFT).
+    loss_on: Literal["all", "completion"] = "completion"
+    only_kept: bool = True  # drop rows a filter rejected
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 8:
+            raise ValueError(f"seq_len must be >= 8, got {self.seq_len}")
+        if not 0.0 <= self.chat_share <= 1.0:
+            raise ValueError(f"chat_share must be in [0, 1], got {self.chat_share}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    # Cosine decay from lr to lr * min_lr_ratio over the steps after warm-up.
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
+        if self.warmup_steps < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps and grad_clip must be >= 0")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 100
+    rows_per_micro_batch: int = 8  # packed rows of seq_len per forward
+    grad_accum: int = 1  # micro-batches per optimizer step
+    log_every: int = 10
+    checkpoint_every: int = 100  # also at the end; 0: only at the end
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # 0: evaluate before and after training only
+    threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "rows_per_micro_batch", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out toy problems; the CLI builds them (the trainer never imports generators)."""
+
+    families: list[str] = field(default_factory=lambda: ["toy-arithmetic", "toy-countdown"])
+    problems: int = 50  # per family
+    difficulty: int = 1
+    # Task seed of the problems: must differ from every seed the training data used.
+    seed: int = 1000
+    k: int = 8  # pass@k samples per problem
+    temperature: float = 1.0
+    max_tokens: int = 96
+    # Template the problems are posed in: r1_zero = the chat template with the default system
+    # text and `<think>` opened (the format R1-Zero's reward checks).
+    template: Literal["r1_zero"] = "r1_zero"
+    # Decoding a toy model is many tiny operators: a second thread only waits for the first
+    # (and spins on a busy machine), so evaluation runs on one.
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.problems < 0 or self.k < 1 or self.max_tokens < 1:
+            raise ValueError("problems must be >= 0, k and max_tokens >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: Stage = "pretrain"
+    seed: int = 0
+    out_dir: str = "work/runs/train"
+    store: StoreConfig = field(default_factory=StoreConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    return load_config(Path(path), TrainConfig)
