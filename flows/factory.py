@@ -157,8 +157,12 @@ def run_generation(
     cfg: GenerateConfig,
     flows_cfg: FlowsConfig,
     lineage: Lineage,
+    *,
+    runner: TaskRunner[Any] | None = None,
 ) -> dict[str, Any]:
-    """Plan, then one task per pending shard on the configured runner; the run's report."""
+    """Plan, then one task per pending shard on the configured runner (or `runner`: the
+    benchmark runs the shards on one thread of this process, as plain Python would); the
+    run's report."""
     import time
 
     started = time.perf_counter()
@@ -170,7 +174,7 @@ def run_generation(
         f"with {the_plan.identity}"
     )
     if the_plan.pending:
-        runner = task_runner(flows_cfg, cfg.backend)
+        runner = runner or task_runner(flows_cfg, cfg.backend)
         with runner:
             futures = [
                 runner.submit(
