@@ -28,7 +28,7 @@ def write_demo_config(tmp_path: Path) -> Path:
     student.write_text(
         "stage: distill\n"
         f"model: {{kind: hf, hf_config: {ROOT / 'configs/students/qwen2-toy.json'}}}\n"
-        "data: {source: toy-mixture, seq_len: 128, chat_share: 1.0, loss_on: completion}\n"
+        "data: {source: toy-mixture, seq_len: 512, chat_share: 1.0, loss_on: completion}\n"
         "loop: {steps: 2, rows_per_micro_batch: 2, threads: 1, tensorboard: false, progress: false}\n"
         "eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n"
     )
