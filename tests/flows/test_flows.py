@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -54,6 +56,20 @@ def commit_reference(store: Store) -> None:
     store.commit("ref", to_table(rows), lineage=Lineage(writer="tests"))
 
 
+def artifacts_of(flow_run_id: str) -> dict[str, Any]:
+    """The artifacts a flow run published, by key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
+    return {a.key: a for a in found if a.key}
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_generate_verify_filter_and_card(tmp_path: Path, tiny_model: Path) -> None:
     from flows.factory import card, filter_and_assemble, generate, verify
@@ -70,6 +86,13 @@ def test_generate_verify_filter_and_card(tmp_path: Path, tiny_model: Path) -> No
         lineage = store.commit_info("gen", version).lineage
         assert lineage is not None and lineage.flow_run_id == generated["run_id"]
         assert lineage.writer == "flow generate"
+
+    # The flow run published the version as artifacts: card, diff, cost.
+    published = artifacts_of(generated["run_id"])
+    assert set(published) == {"gen-card", "gen-diff", "gen-cost"}
+    assert "Generation cost" in published["gen-card"].data  # the card holds the cost report
+    cost_rows = json.loads(published["gen-cost"].data)
+    assert [row["samples"] for row in cost_rows] == [16]
 
     judged = verify(config)
     assert (judged["judged_version"], judged["version"], judged["rows"]) == (1, 2, 16)
