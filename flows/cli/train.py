@@ -13,6 +13,7 @@ from flows.cli.common import (
     float_in,
     make_console,
     non_negative_int,
+    on_interrupt,
     positive_int,
     print_json,
     print_table,
@@ -45,8 +46,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     say = (
         (lambda _line: None) if args.json else (lambda line: make_console(stderr=True).print(line))
     )
+    # Checkpoints are written whole (temporary directory, then rename), so Ctrl-C leaves the
+    # last complete one in place for --resume.
+    stopped = f"the run in {out} stopped; its last complete checkpoint stays: rerun with --resume"
     try:
-        summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
+        with on_interrupt(stopped):
+            summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
     except (DataError, TrainError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     result = summary.to_dict()
