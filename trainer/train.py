@@ -518,6 +518,10 @@ def run_training(
     tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     tmp.replace(out / SUMMARY_FILE)
+    # Best-effort, and only when a Prefect API is configured (store.events): triggers react.
+    from store.events import checkpoint_created
+
+    checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
     return summary
 
 

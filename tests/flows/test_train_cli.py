@@ -96,6 +96,16 @@ def test_user_errors_are_one_line_and_exit_2(
     assert "--resume" in error(["train", "sft", "--config", str(config), "--out", str(out)])
     assert "no config.json" in error(["eval", "--model", str(root)])
     assert "--families" in error(["eval", "--model", str(setup["base"]), "--families", "toy-nope"])
+    assert "no such directory" in error(["eval", "--model", str(root / "nowhere")])
+    base = str(setup["base"])
+    for flag, value, rule in (
+        ("--k", "0", "an integer >= 1"),
+        ("--problems", "0", "an integer >= 1"),
+        ("--max-tokens", "0", "an integer >= 1"),
+        ("--temperature", "-1", "a number >= 0"),
+        ("--difficulty", "9", "an integer in 1..8"),
+    ):
+        assert f"argument {flag}: must be {rule}" in error(["eval", "--model", base, flag, value])
 
 
 def test_distill_a_dense_student_that_transformers_loads_offline(
