@@ -44,6 +44,9 @@ class ModelConfig:
     # The tokenizer directory, when the model does not start from a checkpoint that has one
     # (a student from scratch takes its teacher's).
     tokenizer: str | None = None
+    # Seed of a fresh model's initial weights; None: the run's seed. Lets two runs share data
+    # order and differ only in their starting point (bench/fp8.py's run-to-run control).
+    init_seed: int | None = None
     # Training constants; None keeps the model's own (config.json's mtp_loss_weight, ...).
     mtp_lambda: float | None = None
     bias_update_speed: float | None = None

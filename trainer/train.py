@@ -47,8 +47,8 @@ from trainer.data import (
     DataSource,
     DataSpec,
     PackedDataset,
-    load_rows,
-    tokenize_rows,
+    TokenizedRows,
+    open_rows,
 )
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
@@ -65,6 +65,8 @@ from trainer.train_state import (
 
 Transform = Callable[[nn.Module], nn.Module]
 SUMMARY_FILE = "train_summary.json"
+# The training rows, copied once into a memory-mapped file (trainer.data.open_rows).
+DATA_CACHE = "data"
 LOSS_PLOT = "loss.png"
 # Files a training checkpoint holds besides the model; not copied into the published model.
 _STATE_FILES = {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
@@ -79,8 +81,9 @@ class TrainError(ValueError):
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> TrainableModel:
-    """The model a run trains, seeded: the same config and seed give the same weights."""
-    torch.manual_seed(seed)
+    """The model a run trains, seeded (by `cfg.init_seed` when set, else `seed`): the same
+    config and seed give the same weights."""
+    torch.manual_seed(seed if cfg.init_seed is None else cfg.init_seed)
     if cfg.kind == "hf":
         return HFCausalLM(_build_hf(cfg, vocab_size))
     from trainer.checkpoint import load_checkpoint
@@ -297,6 +300,8 @@ class TrainSummary:
     final_loss: float | None
     eval_before: EvalReport | None
     eval_after: EvalReport | None
+    # The rows this process packed and trained on (documents, rows, tokens, scored, padding,
+    # truncated), and the table's document count.
     packing: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -349,16 +354,16 @@ def run_training(
     from store.store import Store
 
     store = Store.from_config(cfg.store)
-    source, rows = load_rows(cfg.data.source, store, only_kept=cfg.data.only_kept)
+    source, table = open_rows(
+        cfg.data.source, store, only_kept=cfg.data.only_kept, cache_dir=out / DATA_CACHE
+    )
     spec = DataSpec(loss_on=cfg.data.loss_on, chat_share=cfg.data.chat_share, seed=cfg.seed)
     dataset = PackedDataset(
-        tokenize_rows(rows, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
+        TokenizedRows(table, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
     )
-    packing = asdict(dataset.stats())
     say(
-        f"data {source.ref} ({source.content_hash[:12]}): {packing['documents']} documents, "
-        f"{packing['rows']} rows of {cfg.data.seq_len}, {packing['scored']:,} scored tokens, "
-        f"{packing['padding']:,} padding, {packing['truncated']} truncated"
+        f"data {source.ref} ({source.content_hash[:12]}): {len(dataset):,} documents, "
+        f"tokenized and packed into rows of {cfg.data.seq_len} as training reaches them"
     )
 
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.seed)
@@ -505,8 +510,10 @@ def run_training(
         final_loss=results[-1].loss if results else None,
         eval_before=before,
         eval_after=after,
-        packing=packing,
+        packing={"table_documents": len(dataset), **asdict(dataset.produced)},
     )
+    # The copy of the rows is only for resuming; a finished run does not need it.
+    shutil.rmtree(out / DATA_CACHE, ignore_errors=True)
     # Written last: its presence says the run finished and the model in out_dir is final.
     tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
