@@ -98,19 +98,25 @@ class DataSource:
 
 
 def load_rows(
-    spec: str, store: Store | None, *, only_kept: bool = True
+    spec: str,
+    store: Store | None,
+    *,
+    only_kept: bool = True,
+    columns: Sequence[str] = COLUMNS,
 ) -> tuple[DataSource, list[dict[str, Any]]]:
     """Rows of `NAME@V` (or `NAME`, the latest version) in `store`, or of a release directory
     (a path holding manifest.json, checked against its shard hashes first).
 
-    only_kept: drop rows a filter rejected (`kept` false); undecided rows (null) are kept."""
+    only_kept: drop rows a filter rejected (`kept` false); undecided rows (null) are kept.
+    columns: the Sample fields to read (`sample_id` and `kept` are always among them)."""
+    wanted = list(dict.fromkeys([*columns, "sample_id", "kept"]))
     path = Path(spec)
     if (path / "manifest.json").is_file():
-        source, rows = _release_rows(path)
+        source, rows = _release_rows(path, wanted)
     else:
         if store is None:
             raise DataError(f"{spec!r}: not a release directory, and no store to read it from")
-        source, rows = _store_rows(spec, store)
+        source, rows = _store_rows(spec, store, wanted)
     if only_kept:
         rows = [r for r in rows if r.get("kept") is not False]
     # Row order of a read depends on file layout; the dataset must depend on content only.
@@ -120,14 +126,16 @@ def load_rows(
     return source, rows
 
 
-def _store_rows(spec: str, store: Store) -> tuple[DataSource, list[dict[str, Any]]]:
+def _store_rows(
+    spec: str, store: Store, columns: list[str]
+) -> tuple[DataSource, list[dict[str, Any]]]:
     try:
         ref = TableRef.parse(spec)
     except ValueError as err:
         raise DataError(str(err)) from None
     try:
         version = store.latest_version(ref.table) if ref.version is None else ref.version
-        rows = store.read(ref.table, version, COLUMNS).to_dicts()
+        rows = store.read(ref.table, version, columns).to_dicts()
         content_hash = store.content_hash(ref.table, version)
     except StoreError as err:
         raise DataError(str(err)) from None
@@ -135,7 +143,7 @@ def _store_rows(spec: str, store: Store) -> tuple[DataSource, list[dict[str, Any
     return source, rows
 
 
-def _release_rows(path: Path) -> tuple[DataSource, list[dict[str, Any]]]:
+def _release_rows(path: Path, columns: list[str]) -> tuple[DataSource, list[dict[str, Any]]]:
     import pyarrow.parquet as pq
 
     from store.release import verify_release
@@ -146,7 +154,7 @@ def _release_rows(path: Path) -> tuple[DataSource, list[dict[str, Any]]]:
     manifest = json.loads((path / "manifest.json").read_text())
     rows: list[dict[str, Any]] = []
     for shard in manifest["shards"]:
-        rows += pq.read_table(path / shard["path"], columns=COLUMNS).to_pylist()
+        rows += pq.read_table(path / shard["path"], columns=columns).to_pylist()
     source = DataSource(
         manifest["name"],
         int(manifest["version"]),
