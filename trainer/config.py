@@ -7,8 +7,10 @@
 
 Sections: `model` (what to build), `data` (which table version and how to render it),
 `optim` (AdamW, warm-up + cosine, clipping), `loop` (steps, batch, accumulation, logging,
-checkpoints), `eval` (held-out toy problems scored through the verifiers). Unknown keys and
-wrong types are errors naming the file, line and key (docs/config.md).
+checkpoints), `eval` (held-out toy problems scored through the verifiers), `fp8` (optional:
+DeepSeek-V3's FP8 recipe for the linear layers, `trainer.fp8.Float8Recipe`; `fp8: {}` is the
+V3 recipe, no section trains in the parameters' own precision). Unknown keys and wrong types
+are errors naming the file, line and key (docs/config.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Literal
 
 from store.config import load_config
 from store.store import StoreConfig
+from trainer.fp8.recipe import Float8Recipe
 
 Stage = Literal["pretrain", "sft", "distill"]
 
@@ -159,6 +162,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Swap the model's nn.Linear layers for FP8 ones before the optimizer is built
+    # (`convert_to_fp8`); None: no FP8.
+    fp8: Float8Recipe | None = None
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
