@@ -139,7 +139,7 @@ def grpo_stage(
     has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
     from store.lineage import Lineage
     from store.store import Store
-    from trainer.recipe import r1_zero
+    from trainer.recipe import RL_STAGES
     from trainer.rl.grpo import run_grpo
 
     problems = toy_problems(
@@ -163,6 +163,8 @@ def grpo_stage(
         cfg = replace(cfg, prompts=replace(cfg.prompts, source=str(ref)))
     out = Path(out_dir or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.stage == "r1_zero":
-        return r1_zero(cfg, eval_problems=problems, out_dir=out, resume=resume, say=say)
+    if cfg.stage in RL_STAGES:
+        return RL_STAGES[cfg.stage](
+            cfg, eval_problems=problems, out_dir=out, resume=resume, say=say
+        )
     return run_grpo(cfg, out_dir=out, resume=resume, eval_problems=problems, say=say)

@@ -24,7 +24,9 @@ from store.config import load_config
 from store.store import StoreConfig
 from trainer.fp8.recipe import Float8Recipe
 
-Stage = Literal["pretrain", "sft", "distill"]
+# cold_start and rejection_sft are the R1 recipe's SFT stages (trainer.recipe): SFT by another
+# name, so that the checkpoint says which stage made it.
+Stage = Literal["pretrain", "sft", "distill", "cold_start", "rejection_sft"]
 
 
 @dataclass(frozen=True)

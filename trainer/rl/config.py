@@ -34,7 +34,7 @@ from trainer.rl.core import KL_ESTIMATORS, LOSS_AGGREGATIONS
 
 # What a GRPO checkpoint calls its stage (config.json `r1f_stage`): plain GRPO, or one of the
 # R1 recipe's RL stages run through the same loop.
-RLStage = Literal["grpo", "r1_zero"]
+RLStage = Literal["grpo", "r1_zero", "reasoning_rl", "final_rl"]
 REWARD_NAMES = ("accuracy", "format", "language", "length", "repetition")
 
 
