@@ -40,7 +40,7 @@ from torch import nn
 
 from store.config import config_hash, config_to_dict
 from trainer.adapters import DeepSeekV3Model, HFCausalLM, Losses, TrainableModel, step_expert_load
-from trainer.config import ModelConfig, TrainConfig
+from trainer.config import EvalConfig, ModelConfig, TrainConfig
 from trainer.data import (
     Batch,
     BatchStream,
@@ -69,7 +69,13 @@ SUMMARY_FILE = "train_summary.json"
 DATA_CACHE = "data"
 LOSS_PLOT = "loss.png"
 # Files a training checkpoint holds besides the model; not copied into the published model.
-_STATE_FILES = {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+# (A GRPO checkpoint adds its KL reference's weights once they differ from the parent's.)
+_STATE_FILES = {
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "trainer_state.json",
+    "reference.safetensors",
+}
 
 
 class TrainError(ValueError):
@@ -417,23 +423,7 @@ def run_training(
     def run_eval(step: int) -> EvalReport | None:
         if not eval_problems:
             return None
-        model.module.eval()
-        threads = torch.get_num_threads()
-        if cfg.eval.threads is not None:
-            torch.set_num_threads(cfg.eval.threads)
-        try:
-            report = evaluate(
-                sampler_for(model.base, tokenizer)
-                if isinstance(model, DeepSeekV3Model)
-                else hf_sampler_for(model.base, tokenizer),
-                eval_problems,
-                k=cfg.eval.k,
-                temperature=cfg.eval.temperature,
-                max_tokens=cfg.eval.max_tokens,
-                seed=cfg.eval.seed,
-            )
-        finally:
-            torch.set_num_threads(threads)
+        report = evaluate_model(model, tokenizer, eval_problems, cfg.eval)
         log.write({"kind": "eval", "step": step, **report.summary()})
         return report
 
@@ -523,6 +513,33 @@ def run_training(
 
     checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
     return summary
+
+
+def evaluate_model(
+    model: TrainableModel,
+    tokenizer: R1Tokenizer,
+    problems: Sequence[EvalProblem],
+    cfg: EvalConfig,
+) -> EvalReport:
+    """Score the model as it is now on held-out problems (`trainer.evaluate`), in eval mode on
+    `cfg.threads` threads; the caller puts it back in train mode."""
+    model.module.eval()
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return evaluate(
+            sampler_for(model.base, tokenizer)
+            if isinstance(model, DeepSeekV3Model)
+            else hf_sampler_for(model.base, tokenizer),
+            problems,
+            k=cfg.k,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _eval_hook(run_eval: Callable[[int], EvalReport | None]) -> Callable[[int], None]:

@@ -1,4 +1,5 @@
-"""`r1f train pretrain|sft|distill` and `r1f eval`: train from a config, score a checkpoint."""
+"""`r1f train pretrain|sft|distill|grpo` and `r1f eval`: train from a config, score a checkpoint
+(`grpo` lives in `flows.cli.grpo`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from flows.cli.common import (
     print_json,
     print_table,
 )
+from flows.cli.grpo import add_grpo_parser
 
 STAGES = ("pretrain", "sft", "distill")
 
@@ -65,11 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{summary.final_loss if summary.final_loss is None else round(summary.final_loss, 4)}"
         f" -> {out}"
     )
-    _print_eval(summary.eval_before, summary.eval_after)
+    print_eval(summary.eval_before, summary.eval_after)
     return 0
 
 
-def _print_eval(before: Any, after: Any) -> None:
+def print_eval(before: Any, after: Any) -> None:
+    """The before/after table of held-out accuracy (any run's EvalReports)."""
     if after is None:
         return
     rows = []
@@ -195,6 +198,7 @@ def register(commands: Any) -> None:
             "--resume", action="store_true", help="continue from the latest complete checkpoint"
         )
         p.add_argument("--force", action="store_true", help="train into a non-empty --out")
+    add_grpo_parser(tr)
     p = add_command(
         commands,
         "eval",
