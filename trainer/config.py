@@ -7,8 +7,9 @@
 
 Sections: `model` (what to build), `data` (which table version and how to render it),
 `optim` (AdamW, warm-up + cosine, clipping), `loop` (steps, batch, accumulation, logging,
-checkpoints), `eval` (held-out toy problems scored through the verifiers). Unknown keys and
-wrong types are errors naming the file, line and key (docs/config.md).
+checkpoints), `eval` (held-out toy problems scored through the verifiers), `parallel` (how the
+run is spread over processes: data, expert and pipeline parallelism; docs/parallel.md).
+Unknown keys and wrong types are errors naming the file, line and key (docs/config.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from store.config import load_config
 from store.store import StoreConfig
 
 Stage = Literal["pretrain", "sft", "distill"]
+ScheduleName = Literal["1f1b", "dualpipev"]
+SCHEDULE_NAMES: tuple[ScheduleName, ...] = ("1f1b", "dualpipev")
+DataParallelMode = Literal["fsdp", "ddp"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,70 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How a run is spread over processes (`r1f train STAGE --nproc N`, N = dp x ep x pp).
+
+    The layout changes where the step is computed, never what: the global batch is
+    `loop.rows_per_micro_batch` x `loop.grad_accum` rows whatever the layout, each data rank
+    (dp x ep of them) reading its share of every micro-batch, and losses are normalised by
+    the step's counts over all of them (trainer.parallel.training)."""
+
+    dp: int = 1  # data-parallel replicas
+    ep: int = 1  # expert-parallel ranks (also data parallel for the dense parameters)
+    pp: int = 1  # pipeline ranks
+    schedule: ScheduleName = "1f1b"  # pipeline schedule when pp > 1
+    # Pipeline micro-batches per step (pp > 1): the data rank's rows of the step are split
+    # into this many; None takes loop.grad_accum (one per loop micro-batch).
+    microbatches: int | None = None
+    data_parallel: DataParallelMode = "fsdp"
+    # DualPipeV only: run each overlapped pair (one micro-batch's forward, another's backward)
+    # concurrently instead of one after the other; see trainer/parallel/overlap.py.
+    overlap: bool = False
+    # A collective that waits longer than this fails the run (ranks wait for rank 0 while it
+    # evaluates and writes checkpoints).
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("dp", "ep", "pp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.microbatches is not None and self.microbatches < 1:
+            raise ValueError(f"microbatches must be >= 1, got {self.microbatches}")
+        if self.microbatches is not None and self.pp == 1:
+            raise ValueError(
+                "microbatches splits a pipeline's step (pp > 1); without a pipeline, "
+                "accumulate with loop.grad_accum"
+            )
+        if self.schedule not in SCHEDULE_NAMES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_NAMES)}")
+        if self.data_parallel not in ("fsdp", "ddp"):
+            raise ValueError(f"data_parallel must be fsdp or ddp, got {self.data_parallel!r}")
+        if self.overlap and (self.schedule != "dualpipev" or self.pp == 1):
+            raise ValueError("overlap needs schedule: dualpipev and pp > 1")
+        if self.overlap and self.data_parallel == "fsdp" and self.data_size > 1:
+            raise ValueError(
+                "overlap with FSDP: its gathers and reductions from the overlapped forward and "
+                "backward would share one process group; use data_parallel: ddp"
+            )
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
+    @property
+    def world_size(self) -> int:
+        return self.pp * self.dp * self.ep
+
+    @property
+    def data_size(self) -> int:
+        return self.dp * self.ep
+
+    @property
+    def stages(self) -> int:
+        """Pipeline stages: one per pipeline rank (1F1B), two (DualPipeV's V)."""
+        return self.pp * (2 if self.schedule == "dualpipev" and self.pp > 1 else 1)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: Stage = "pretrain"
     seed: int = 0
@@ -146,6 +214,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:

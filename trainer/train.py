@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from store.config import config_hash, config_to_dict
-from trainer.adapters import DeepSeekV3Model, HFCausalLM, Losses, TrainableModel, step_expert_load
+from trainer.adapters import DeepSeekV3Model, HFCausalLM, TrainableModel, step_expert_load
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data import (
     Batch,
@@ -50,11 +50,11 @@ from trainer.data import (
 )
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
-from trainer.model import max_load_violation
-from trainer.optim import build_optimizer, build_scheduler, clip_grad_norm
+from trainer.optim import build_optimizer, build_scheduler
 from trainer.tokenizer import R1Tokenizer
 from trainer.train_state import (
     CHECKPOINTS,
+    StatefulOptimizer,
     latest_checkpoint,
     load_training_state,
     remove_partials,
@@ -163,29 +163,29 @@ def train_step(
     step: int,
     grad_clip: float,
 ) -> StepResult:
-    """Forward/backward over the micro-batches, clip, AdamW, schedule, router-bias update."""
+    """Forward/backward over the micro-batches, clip, AdamW, schedule, router-bias update.
+
+    Distributed (trainer.parallel.training), `micro_batches` are this rank's share of the
+    step's; the counts and the logged sums are the whole step's on every rank."""
     started = time.perf_counter()
-    counts: dict[str, int] = {}
+    local: dict[str, float] = {}
     for batch in micro_batches:
         for key, n in model.count_targets(batch).items():
-            counts[key] = counts.get(key, 0) + n
+            local[key] = local.get(key, 0) + n
+    counts = {key: int(n) for key, n in model.sum_over_ranks(local).items()}
     lr = float(optimizer.param_groups[0]["lr"])
     optimizer.zero_grad(set_to_none=True)
-    parts: list[Losses] = []
-    for batch in micro_batches:
-        part = model.losses(batch, counts, len(micro_batches))
-        part.total.backward()
-        part.total = part.total.detach()
-        parts.append(part)
-    grad_norm = clip_grad_norm(model.module.parameters(), grad_clip)
+    parts = model.forward_backward(micro_batches, counts)
+    grad_norm = model.clip_grad_norm(grad_clip)
     optimizer.step()
     scheduler.step()
     load = step_expert_load(parts)
     violations = model.after_step(load)
-    sums: dict[str, float] = {}
+    sums: dict[str, float] = {"tokens": sum(b.tokens for b in micro_batches)}
     for part in parts:
         for key, value in part.sums.items():
             sums[key] = sums.get(key, 0.0) + value
+    sums = model.sum_over_ranks(sums)
     depths = sorted(k for k in counts if k.startswith("mtp"))
     mtp = [sums[k] / max(counts[k], 1) for k in depths if k in sums]
     return StepResult(
@@ -195,10 +195,11 @@ def train_step(
         aux_loss=sums.get("aux", 0.0) / len(micro_batches),
         lr=lr,
         grad_norm=grad_norm,
-        tokens=sum(b.tokens for b in micro_batches),
+        tokens=int(sums["tokens"]),
         scored=counts["lm"],
         seconds=time.perf_counter() - started,
-        max_violation=max((max_load_violation(v) for v in load.values()), default=None),
+        # From the routers' step load (summed over ranks, every pipeline stage's routers).
+        max_violation=max(violations.values(), default=None),
         violations=violations,
     )
 
@@ -312,11 +313,20 @@ def run_training(
     tokenizer_dir: the tokenizer to train with; by default the starting checkpoint's.
     resume: continue from the latest complete checkpoint under out_dir (a fresh start when
     there is none). eval_problems: held-out problems scored before and after (and every
-    `loop.eval_every` steps) through the verifiers."""
+    `loop.eval_every` steps) through the verifiers.
+
+    Distributed (`cfg.parallel` spreads the run over dp x ep x pp processes, and every rank
+    calls this function inside the process group, e.g. under `r1f train --nproc N`): every
+    rank trains its part, rank 0 alone writes files, logs, progress and evaluations, and the
+    result is the same as the single-process run's (docs/parallel.md)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     out = Path(out_dir or cfg.out_dir)
     if cfg.loop.threads is not None:
         torch.set_num_threads(cfg.loop.threads)
+    placement = place(cfg)
+    writer = placement.rank == 0
+    if not writer:
+        say = _silent
     tok_dir = Path(tokenizer_dir or cfg.model.tokenizer or cfg.model.checkpoint or "")
     if not (tok_dir / "tokenizer.json").is_file():
         raise TrainError(
@@ -341,14 +351,17 @@ def run_training(
     )
 
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.seed)
-    remove_partials(out)
-    if not resume:  # a fresh start must never pick up an older run's checkpoints
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    if writer:
+        remove_partials(out)
+        if not resume:  # a fresh start must never pick up an older run's checkpoints
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    placement.barrier()  # every rank looks for the checkpoint after rank 0 has cleaned up
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         load_weights(model, checkpoint)
     for transform in transforms:
         model.module = transform(model.module)
+    model = placement.distribute(model)
     optimizer = build_optimizer(
         model.module,
         lr=cfg.optim.lr,
@@ -362,53 +375,65 @@ def run_training(
         total_steps=cfg.loop.steps,
         min_lr_ratio=cfg.optim.min_lr_ratio,
     )
+    # What checkpoints read and write: the optimizer state laid out as one process holds it,
+    # whatever the layout, so a checkpoint resumes under any other layout.
+    optimizer_state = placement.optimizer_state(optimizer)
     start_step, data_state = 0, None
     if checkpoint is not None:
-        point = load_training_state(checkpoint, optimizer=optimizer, scheduler=scheduler)
+        point = load_training_state(checkpoint, optimizer=optimizer_state, scheduler=scheduler)
         start_step, data_state = point.step, point.data
         say(f"resuming from {checkpoint} (step {start_step})")
-    stream = BatchStream(dataset, cfg.loop.rows_per_micro_batch, state=data_state)
+    if cfg.loop.rows_per_micro_batch % placement.data_size:
+        raise TrainError(
+            f"loop.rows_per_micro_batch: {cfg.loop.rows_per_micro_batch} rows do not split "
+            f"over {placement.data_size} data ranks; make it a multiple of {placement.data_size}"
+        )
+    stream = BatchStream(
+        dataset,
+        cfg.loop.rows_per_micro_batch // placement.data_size,
+        state=data_state,
+        rank=placement.data_rank,
+        world_size=placement.data_size,
+    )
 
     metadata = _metadata(cfg, source, tokenizer)
-    log = MetricsLog(
-        out, tensorboard=cfg.loop.tensorboard, resume_step=start_step if checkpoint else None
+    log = (
+        MetricsLog(
+            out, tensorboard=cfg.loop.tensorboard, resume_step=start_step if checkpoint else None
+        )
+        if writer
+        else None
     )
 
     def save_checkpoint(step: int) -> None:
-        save_training_checkpoint(
-            out,
-            step,
-            save_model=lambda d: model.save(
-                d, tokenizer_dir=tok_dir, extra_config={**metadata, "r1f_step": step}
-            ),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            data=stream.state(),
-            metadata=metadata,
-            keep=cfg.loop.keep_checkpoints,
-        )
+        whole = placement.whole_model(model)  # every rank takes part; rank 0 gets it
+        state = optimizer_state.state_dict()
+        if whole is not None:
+            save_training_checkpoint(
+                out,
+                step,
+                save_model=lambda d: whole.save(
+                    d, tokenizer_dir=tok_dir, extra_config={**metadata, "r1f_step": step}
+                ),
+                optimizer=_SavedState(state),
+                scheduler=scheduler,
+                data=stream.state(),
+                metadata=metadata,
+                keep=cfg.loop.keep_checkpoints,
+            )
+        placement.barrier()
 
     def run_eval(step: int) -> EvalReport | None:
         if not eval_problems:
             return None
         model.module.eval()
-        threads = torch.get_num_threads()
-        if cfg.eval.threads is not None:
-            torch.set_num_threads(cfg.eval.threads)
-        try:
-            report = evaluate(
-                sampler_for(model.base, tokenizer)
-                if isinstance(model, DeepSeekV3Model)
-                else hf_sampler_for(model.base, tokenizer),
-                eval_problems,
-                k=cfg.eval.k,
-                temperature=cfg.eval.temperature,
-                max_tokens=cfg.eval.max_tokens,
-                seed=cfg.eval.seed,
-            )
-        finally:
-            torch.set_num_threads(threads)
-        log.write({"kind": "eval", "step": step, **report.summary()})
+        whole = placement.whole_model(model)
+        report = None
+        if whole is not None:
+            report = _evaluate(whole, tokenizer, eval_problems, cfg)
+            assert log is not None
+            log.write({"kind": "eval", "step": step, **report.summary()})
+        placement.barrier()
         return report
 
     before = run_eval(0) if checkpoint is None else None
@@ -416,7 +441,7 @@ def run_training(
         checkpoint=save_checkpoint,
         evaluate=_eval_hook(run_eval) if eval_problems else None,
         log=log,
-        progress=Progress(cfg.loop.steps, start_step) if cfg.loop.progress else None,
+        progress=Progress(cfg.loop.steps, start_step) if cfg.loop.progress and writer else None,
     )
     try:
         results = train_loop(
@@ -435,29 +460,32 @@ def run_training(
         )
         if start_step >= cfg.loop.steps and latest_checkpoint(out) is None:
             save_checkpoint(start_step)
-        final = latest_checkpoint(out)
-        assert final is not None
-        publish_model(final, out)
-        plot_losses(out, out / LOSS_PLOT)
+        if writer:
+            final = latest_checkpoint(out)
+            assert final is not None
+            publish_model(final, out)
+            plot_losses(out, out / LOSS_PLOT)
         after = run_eval(cfg.loop.steps)
         seconds = time.perf_counter() - started
         tokens = sum(r.tokens for r in results)
         train_seconds = sum(r.seconds for r in results)
-        log.write(
-            {
-                "kind": "run",
-                "step": cfg.loop.steps,
-                "seconds": seconds,
-                "train_seconds": train_seconds,
-                "cpu_seconds": time.process_time() - cpu_started,
-                "tokens": tokens,
-                "tokens_per_s": tokens / train_seconds if train_seconds > 0 else 0.0,
-                "load_average": os.getloadavg()[0],
-            }
-        )
+        if log is not None:
+            log.write(
+                {
+                    "kind": "run",
+                    "step": cfg.loop.steps,
+                    "seconds": seconds,
+                    "train_seconds": train_seconds,
+                    "cpu_seconds": time.process_time() - cpu_started,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / train_seconds if train_seconds > 0 else 0.0,
+                    "load_average": os.getloadavg()[0],
+                }
+            )
     finally:
-        log.close()
-    if source.store is not None:
+        if log is not None:
+            log.close()
+    if source.store is not None and writer:
         from store.usage import ModelUse, record_model_use
 
         record_model_use(
@@ -486,11 +514,127 @@ def run_training(
         eval_after=after,
         packing=packing,
     )
-    # Written last: its presence says the run finished and the model in out_dir is final.
-    tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    tmp.replace(out / SUMMARY_FILE)
+    if writer:
+        # Written last: its presence says the run finished and the model in out_dir is final.
+        tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        tmp.replace(out / SUMMARY_FILE)
+    placement.barrier()  # no rank leaves before the run is published
     return summary
+
+
+def _silent(line: str) -> None:
+    return None
+
+
+def _evaluate(
+    model: TrainableModel,
+    tokenizer: R1Tokenizer,
+    problems: Sequence[EvalProblem],
+    cfg: TrainConfig,
+) -> EvalReport:
+    threads = torch.get_num_threads()
+    if cfg.eval.threads is not None:
+        torch.set_num_threads(cfg.eval.threads)
+    try:
+        return evaluate(
+            sampler_for(model.base, tokenizer)
+            if isinstance(model, DeepSeekV3Model)
+            else hf_sampler_for(model.base, tokenizer),
+            problems,
+            k=cfg.eval.k,
+            temperature=cfg.eval.temperature,
+            max_tokens=cfg.eval.max_tokens,
+            seed=cfg.eval.seed,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where the run's processes stand
+
+
+class Placement(Protocol):
+    """Where this process stands in a run: alone (`SingleProcess`), or one rank of a
+    distributed run (`trainer.parallel.training.Distributed`)."""
+
+    rank: int  # rank 0 writes every file, log line and progress line, and evaluates
+    data_rank: int  # which share of each batch this process reads
+    data_size: int  # into how many shares batches split
+
+    def barrier(self) -> None: ...
+
+    def distribute(self, model: TrainableModel) -> TrainableModel: ...
+
+    def whole_model(self, model: TrainableModel) -> TrainableModel | None:
+        """The model as one process holds it, on rank 0 (None on the others); every rank
+        must call it (the pieces are gathered)."""
+        ...
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> StatefulOptimizer:
+        """The optimizer's state in the single-process layout: `state_dict()` (every rank
+        calls it; complete on rank 0) and `load_state_dict()` (on every rank)."""
+        ...
+
+
+class SingleProcess:
+    """A run in one process: nothing to share or gather."""
+
+    rank = 0
+    data_rank = 0
+    data_size = 1
+
+    def barrier(self) -> None:
+        return None
+
+    def distribute(self, model: TrainableModel) -> TrainableModel:
+        return model
+
+    def whole_model(self, model: TrainableModel) -> TrainableModel | None:
+        return model
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> StatefulOptimizer:
+        return optimizer
+
+
+def place(cfg: TrainConfig) -> Placement:
+    """This process's placement: alone, or (with `cfg.parallel` asking for several processes)
+    a rank of the process group the launcher started, which must be as large."""
+    import torch.distributed as dist
+
+    joined = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if joined else 1
+    wanted = cfg.parallel.world_size
+    if wanted != world:
+        p = cfg.parallel
+        how = (
+            f"launch with `r1f train {cfg.stage} --nproc {wanted}`"
+            if world == 1
+            else f"set parallel: dp, ep, pp to multiply to {world}"
+        )
+        raise TrainError(
+            f"parallel: dp {p.dp} x ep {p.ep} x pp {p.pp} = {wanted} processes, but this run "
+            f"has {world}; {how}"
+        )
+    if world == 1:
+        return SingleProcess()
+    from trainer.parallel.training import Distributed
+
+    return Distributed(cfg)
+
+
+@dataclass(frozen=True)
+class _SavedState:
+    """A state dict gathered before rank 0 writes it."""
+
+    state: dict[str, Any]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        raise TypeError("a saved state is only written")
 
 
 def _eval_hook(run_eval: Callable[[int], EvalReport | None]) -> Callable[[int], None]:
