@@ -1,21 +1,36 @@
-"""`r1f train pretrain|sft|distill` and `r1f eval`: train from a config, score a checkpoint."""
+"""`r1f train pretrain|sft|distill` and `r1f eval`: train from a config, score a checkpoint.
+
+`r1f train STAGE --config FILE --nproc N` runs the same command as N ranks under torchrun
+(`trainer.parallel.launch.torchrun`), spread as the config's `parallel` section says: this
+process checks the config and the layout (one-line errors), starts the ranks and waits; each
+rank runs this command again (it knows it is a rank from the environment the launcher sets)
+and trains its part; rank 0 writes and prints. Any stage, the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from flows.cli.common import UserError, add_command, make_console, print_json, print_table
+from flows.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UserError,
+    add_command,
+    make_console,
+    print_json,
+    print_table,
+)
 
 STAGES = ("pretrain", "sft", "distill")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flows.train import load_stage_config, train_stage
-    from trainer.data import DataError
-    from trainer.train import TrainError
+    from flows.train import load_stage_config
+    from trainer.parallel.launch import WORKER_ENV
 
     cfg = load_stage_config(args.config)  # ConfigError: one line, exit 2 (flows.cli.main)
     if cfg.stage != args.stage:
@@ -27,19 +42,93 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{args.config}: corpus: is for pretraining; name data.source instead")
     if cfg.corpus is None and not cfg.data.source:
         raise UserError(f"{args.config}: data.source: name a table version (NAME@V) or a release")
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: must be >= 1")
+    _check_layout(args, cfg)
     out = Path(args.out or cfg.out_dir)
+    if os.environ.get(WORKER_ENV) == "1":
+        return _train_rank(args, cfg, out)
     if out.exists() and any(out.iterdir()) and not args.resume and not args.force:
         raise UserError(
             f"{out}: exists and is not empty; pass --resume to continue its run, "
             "--force to start over in it, or --out for another directory"
         )
+    if args.nproc > 1:
+        return _launch(args, cfg, out)
+    return _train(args, cfg, out)
+
+
+def _check_layout(args: argparse.Namespace, cfg: Any) -> None:
+    """The config's parallel layout against --nproc and the model, before any rank starts."""
+    from trainer.parallel.training import layout_problem, model_facts
+
+    try:
+        facts = model_facts(cfg.model)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{args.config}: model: {err}") from None
+    problem = layout_problem(cfg, facts, args.nproc)
+    if problem is not None:
+        where = "" if problem.startswith("--nproc") else f"{args.config}: "
+        raise UserError(where + problem)
+
+
+def _launch(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """Run this command as --nproc ranks under torchrun; their exit status is ours."""
+    from flows.cli.common import Interrupted
+    from trainer.parallel.launch import torchrun
+
+    argv = ["train", args.stage, "--config", str(Path(args.config).resolve())]
+    argv += ["--out", str(out.resolve()), "--nproc", str(args.nproc)]
+    argv += [flag for flag in ("--resume", "--force", "--json", "--debug") if _given(args, flag)]
+    status = torchrun(args.nproc, "flows.cli", argv, threads=cfg.loop.threads or 1)
+    if status == EXIT_INTERRUPTED:
+        raise Interrupted(
+            f"every rank stopped; {out} keeps its latest complete checkpoint "
+            "(continue with --resume)"
+        )
+    return status
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return bool(getattr(args, flag.lstrip("-").replace("-", "_"), False))
+
+
+def _train_rank(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """One rank of a run `_launch` started: join the group, train, leave. Rank 0 reports;
+    the others stay quiet about what rank 0 reports too (a config or data error, Ctrl-C)."""
+    import torch.distributed as dist
+
+    from trainer.parallel.launch import join_torchrun
+
+    rank, _ = join_torchrun(timeout_s=cfg.parallel.timeout_s)
+    try:
+        return _train(args, cfg, out, quiet=rank != 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # the launching command says it, once
+    except UserError:
+        if rank != 0:
+            return EXIT_USAGE
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, cfg: Any, out: Path, *, quiet: bool = False) -> int:
+    from flows.train import train_stage
+    from trainer.data import DataError
+    from trainer.train import TrainError
+
     say = (
-        (lambda _line: None) if args.json else (lambda line: make_console(stderr=True).print(line))
+        (lambda _line: None)
+        if args.json or quiet
+        else (lambda line: make_console(stderr=True).print(line))
     )
     try:
         summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
     except (DataError, TrainError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
+    if quiet:
+        return 0
     result = summary.to_dict()
     if args.json:
         print_json(result)
@@ -175,6 +264,13 @@ def register(commands: Any) -> None:
             "--resume", action="store_true", help="continue from the latest complete checkpoint"
         )
         p.add_argument("--force", action="store_true", help="train into a non-empty --out")
+        p.add_argument(
+            "--nproc",
+            type=int,
+            default=1,
+            metavar="N",
+            help="processes (torchrun ranks); must equal the config's parallel dp x ep x pp",
+        )
     p = add_command(
         commands,
         "eval",
