@@ -498,7 +498,8 @@ class _Run:
         self.seed = seed
         self.progress = progress
         self.inputs = self._resolve_inputs()
-        self.rows = sum(self.store.info(r.table, r.version).rows for r in self.inputs)
+        self.rows_per_input = [self.store.info(r.table, r.version).rows for r in self.inputs]
+        self.rows = sum(self.rows_per_input)
         self.steps: list[StepStats] = []
         self.stages: list[StageTiming] = []
         self.frame = pl.DataFrame()
@@ -950,6 +951,69 @@ def run_reports(
     ]
 
 
+# The report a generation run stores with each commit (generators.generate.COST_KIND); read
+# here as plain data, so that filters need not import generators.
+GENERATION_COST_KIND = "generation.cost"
+
+
+def yield_report(
+    store: Store, inputs: Sequence[TableRef], rows_per_input: Sequence[int], copies: np.ndarray
+) -> Report:
+    """What each input gave the mixture: its rows, the samples accepted (in the mixture, after
+    verification and every filter), and, for a generated input, what generating it cost per
+    accepted sample (its version's `generation.cost` report, followed through the lineage)."""
+    entries = []
+    offset = 0
+    for ref, rows in zip(inputs, rows_per_input, strict=True):
+        accepted = int(np.count_nonzero(copies[offset : offset + rows]))
+        offset += rows
+        entry: dict[str, Any] = {
+            "table": ref.table,
+            "version": ref.version,
+            "rows": rows,
+            "accepted": accepted,
+            "acceptance": round(accepted / rows, 4) if rows else None,
+            "generation": None,
+        }
+        cost = store.reports(ref.table, ref.version).get(GENERATION_COST_KIND)
+        total = cost.report.data.get("total") if cost is not None else None
+        if isinstance(total, dict):
+            tokens = int(total.get("completion_tokens") or 0)
+            entry["generation"] = {
+                "version": cost.version if cost is not None else None,
+                "samples": int(total.get("samples") or 0),
+                "completion_tokens": tokens,
+                "seconds": total.get("seconds"),
+                "tokens_per_accepted": round(tokens / accepted, 1) if accepted else None,
+            }
+        entries.append(entry)
+    lines = [
+        "Samples each input gave the mixture after verification and filtering. For a "
+        "generated input, the cost is its version's `generation.cost` report.",
+        "",
+        "| input | rows | accepted | acceptance | generated | completion tokens | "
+        "tokens per accepted sample |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in entries:
+        gen = e["generation"]
+        rate = "" if e["acceptance"] is None else f"{e['acceptance']:.1%}"
+        made = "" if gen is None else f"{gen['samples']:,}"
+        tokens = "" if gen is None else f"{gen['completion_tokens']:,}"
+        per = (
+            ""
+            if gen is None or gen["tokens_per_accepted"] is None
+            else f"{gen['tokens_per_accepted']:,}"
+        )
+        lines.append(
+            f"| `{e['table']}@{e['version']}` | {e['rows']:,} | {e['accepted']:,} | {rate} | "
+            f"{made} | {tokens} | {per} |"
+        )
+    return Report(
+        "filter.yield", "Yield and cost per accepted sample", {"inputs": entries}, "\n".join(lines)
+    )
+
+
 def _steps_section(steps: Sequence[StepStats], dedup: dict[str, Any]) -> str:
     lines = [
         "Every step of the filter run, in order. `seconds` is time inside the step, summed "
@@ -1080,7 +1144,10 @@ def run_filter_pipeline(
         ),
         copies,
         mixture_report.achieved,
-        run_reports(run.steps, dedup, run.decontam_report, mixture_report),
+        [
+            *run_reports(run.steps, dedup, run.decontam_report, mixture_report),
+            yield_report(store, parents, run.rows_per_input, copies),
+        ],
     )
     candidates = TableRef(cfg.outputs.candidates, candidates_version)
     mixture = TableRef(cfg.outputs.mixture, mixture_version)

@@ -33,9 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from store import interrupt
+from store import events, interrupt
 from store.lineage import LINEAGE_KEY, CommitInfo, Lineage, commit_info_from_delta
 from store.record import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, with_content_hashes
 from store.reports import REPORTS_KEY, AttachedReport, Report, VersionReports, encode_reports
@@ -63,6 +63,11 @@ Data: TypeAlias = pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa
 
 class StoreError(Exception):
     """A store operation failed for a reason the user can act on."""
+
+
+class StoreConflict(StoreError):
+    """A conditional commit (`expect_version`) found the table moved on: another writer
+    committed first. Nothing was committed; read again and retry."""
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,7 @@ class Store:
         lineage: Lineage,
         mode: CommitMode = "append",
         reports: Sequence[Report] = (),
+        expect_version: int | None = None,
     ) -> CommitResult:
         """Write rows as one atomic commit and return what happened.
 
@@ -348,15 +354,33 @@ class Store:
         An append that adds nothing makes no new version (and stores no
         report). `reports` go into the same commit as the rows: see
         `store.reports`; a bad one is refused before anything is written.
+
+        `expect_version`: commit only on top of that version (-1: only create
+        the table); `StoreConflict` when another writer committed first. A
+        report computed from the version it builds on (a running total) is then
+        exact even with several writers: a loser reads again and retries.
         """
         schema = schema_for(name)
         key = key_for(name)
-        properties = self._commit_properties(name, lineage, reports)
+        properties = self._commit_properties(
+            name, lineage, reports, retries=None if expect_version is None else 0
+        )
         self.check_writable(name)
         exists = self.exists(name)
+        target: str | DeltaTable = self.uri(name)
+        if expect_version is not None:
+            found = self.latest_version(name) if exists else -1
+            if found != expect_version:
+                raise StoreConflict(
+                    f"{name}: at version {found}, not {expect_version}: another writer committed"
+                )
+            if exists:
+                # The write starts from this snapshot and, without retries, fails rather than
+                # rebase onto a commit that lands meanwhile.
+                target = self._open(name, expect_version)
         existing: set[str] = set()
         if exists and mode == "append":
-            existing = set(self.read(name, columns=[key]).get_column(key).to_list())
+            existing = set(self.read(name, expect_version, columns=[key]).get_column(key).to_list())
         seen: set[str] = set()
         counts = {"written": 0, "skipped": 0}
 
@@ -403,7 +427,7 @@ class Store:
         reader = pa.RecordBatchReader.from_batches(schema, watched())
         try:
             write_deltalake(
-                self.uri(name),
+                target,
                 reader,
                 mode=mode,
                 storage_options=self.storage_options or None,
@@ -412,9 +436,16 @@ class Store:
                 commit_properties=properties,
                 configuration=None if exists else _table_configuration(schema),
             )
+        except CommitFailedError as err:
+            if expect_version is None:
+                raise self._write_failed(name, err, raised) from None
+            raise StoreConflict(
+                f"{name}: another writer committed on top of version {expect_version} first"
+            ) from None
         except (DeltaError, OSError) as err:
             raise self._write_failed(name, err, raised) from None
         version = self.latest_version(name)
+        self._announce(name, version)
         return CommitResult(name, version, counts["written"], counts["skipped"], created=True)
 
     def upsert(
@@ -461,6 +492,8 @@ class Store:
         updated = int(metrics.get("num_target_rows_updated", 0))
         written = int(metrics.get("num_target_rows_inserted", 0)) + updated
         version = self.latest_version(name)
+        if version != before:
+            self._announce(name, version)
         return CommitResult(
             name,
             version,
@@ -499,9 +532,9 @@ class Store:
             .execute()
         )
         deleted = int(metrics.get("num_target_rows_deleted", 0))
-        return CommitResult(
-            name, self.latest_version(name), deleted, ids.num_rows - deleted, created=True
-        )
+        version = self.latest_version(name)
+        self._announce(name, version)
+        return CommitResult(name, version, deleted, ids.num_rows - deleted, created=True)
 
     def vacuum(self, name: str, *, dry_run: bool = True) -> list[str]:
         """Files under the table that no version references, removed unless dry_run.
@@ -555,9 +588,21 @@ class Store:
         fs, base = self._filesystem(name)
         return fs.get_file_info(base).type == pafs.FileType.Directory
 
+    def _announce(self, name: str, version: int) -> None:
+        """`dataset.version.created` for a new version, when a Prefect API is configured (the
+        content hash is computed only then). Best-effort: never fails the commit."""
+        if name.endswith(QUARANTINE_SUFFIX) or events.api_url() is None:
+            return
+        try:
+            content_hash = self.content_hash(name, version)
+        except (StoreError, OSError, DeltaError) as err:
+            events.log.warning("not announcing %s@%d: %s", name, version, err)
+            return
+        events.dataset_version_created(name, version, content_hash, store_root=self.root)
+
     @staticmethod
     def _commit_properties(
-        name: str, lineage: Lineage, reports: Sequence[Report]
+        name: str, lineage: Lineage, reports: Sequence[Report], retries: int | None = None
     ) -> CommitProperties:
         """Lineage and reports as the commit's metadata; StoreError for a report that cannot go."""
         metadata = {LINEAGE_KEY: lineage.to_json()}
@@ -567,7 +612,7 @@ class Store:
             raise StoreError(f"writing {name}: {err}") from None
         if encoded is not None:
             metadata[REPORTS_KEY] = encoded
-        return CommitProperties(custom_metadata=metadata)
+        return CommitProperties(custom_metadata=metadata, max_commit_retries=retries)
 
     def _write_failed(
         self, name: str, err: BaseException, raised: list[BaseException]

@@ -6,7 +6,10 @@ under `ROOT/_model_usage/`, so `r1f datasets` can answer "which models used this
 
 A record is written to a temporary name and renamed, so a reader never sees half of one;
 rerunning the same training into the same directory replaces its record instead of adding a
-second. The directory is not a Delta table, so `Store.tables()` never lists it.
+second. The directory is not a Delta table, so `Store.tables()` never lists it. A record that
+cannot be read (hand-edited, truncated by a full disk) is a `StoreError` naming its file.
+
+`r1f datasets usage NAME[@V]` lists the records; `r1f datasets show NAME@V` counts them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from store.store import Store
+from store.store import Store, StoreError
 
 USAGE_DIR = "_model_usage"
 
@@ -32,6 +36,9 @@ class ModelUse:
     steps: int = 0
     config_hash: str | None = None
     recorded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _usage_root(store: Store) -> str:
@@ -62,8 +69,14 @@ def model_uses(store: Store, table: str, version: int | None = None) -> list[Mod
     for name in sorted(os.listdir(root)):
         if not name.endswith(".json") or name.startswith("."):
             continue
-        with open(os.path.join(root, name), encoding="utf-8") as fh:
-            use = ModelUse(**json.load(fh))
+        path = os.path.join(root, name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                use = ModelUse(**json.load(fh))
+        except (OSError, ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise StoreError(
+                f"{path}: unreadable model-usage record ({err}); fix or remove the file"
+            ) from None
         if use.table == table and (version is None or use.version == version):
             found.append(use)
     return sorted(found, key=lambda u: u.recorded_at)

@@ -7,9 +7,11 @@
 
 Sections: `model` (what to build), `data` (which table version and how to render it),
 `optim` (AdamW, warm-up + cosine, clipping), `loop` (steps, batch, accumulation, logging,
-checkpoints), `eval` (held-out toy problems scored through the verifiers), `parallel` (how the
-run is spread over processes: data, expert and pipeline parallelism; docs/parallel.md).
-Unknown keys and wrong types are errors naming the file, line and key (docs/config.md).
+checkpoints), `eval` (held-out toy problems scored through the verifiers), `fp8` (optional:
+DeepSeek-V3's FP8 recipe for the linear layers, `trainer.fp8.Float8Recipe`; `fp8: {}` is the
+V3 recipe, no section trains in the parameters' own precision), `parallel` (how the run is
+spread over processes: data, expert and pipeline parallelism; docs/parallel.md). Unknown keys
+and wrong types are errors naming the file, line and key (docs/config.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 
 from store.config import load_config
 from store.store import StoreConfig
+from trainer.fp8.recipe import Float8Recipe
 
 Stage = Literal["pretrain", "sft", "distill"]
 ScheduleName = Literal["1f1b", "dualpipev"]
@@ -214,6 +217,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Swap the model's nn.Linear layers for FP8 ones before the optimizer is built
+    # (`convert_to_fp8`); None: no FP8.
+    fp8: Float8Recipe | None = None
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 

@@ -8,7 +8,9 @@ A run is: model building -> optional transforms -> loop.
   our DeepSeek-V3 from a preset or a checkpoint, or a transformers causal LM.
 - `transforms` are callables `nn.Module -> nn.Module` applied to `model.module` before the
   optimizer is built: FP8 (`lambda m: convert_to_fp8(m, recipe)`, swapping nn.Linear in
-  place) and data-parallel wrappers plug in here without touching the loop.
+  place) and data-parallel wrappers plug in here without touching the loop. A config's
+  `fp8:` section becomes the first transform (`config_transforms`), so the FP8 swap happens
+  before any wrapper the caller passes.
 - `train_step` is one optimizer step: forward and backward over the micro-batches (losses
   normalised by the whole step's token counts, so accumulation is exact), global-norm
   clipping, AdamW, the schedule, then the router-bias update from the step's summed expert
@@ -114,6 +116,25 @@ def _build_hf(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     if vocab_size > config.vocab_size:
         config.vocab_size = vocab_size
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def config_transforms(cfg: TrainConfig) -> list[Transform]:
+    """The transforms the config itself asks for, applied before the caller's: the FP8 swap
+    (`fp8:` section). It converts `nn.Linear` layers in place, so it must come before a
+    wrapper (DDP, FSDP) hides them."""
+    if cfg.fp8 is None:
+        return []
+    from trainer.fp8 import convert_to_fp8
+
+    recipe = cfg.fp8
+
+    def to_fp8(module: nn.Module) -> nn.Module:
+        try:
+            return convert_to_fp8(module, recipe)
+        except ValueError as err:  # e.g. keep_high_precision naming no layer
+            raise TrainError(f"fp8: {err}") from None
+
+    return [to_fp8]
 
 
 def load_weights(model: TrainableModel, checkpoint: Path) -> None:
@@ -359,7 +380,7 @@ def run_training(
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         load_weights(model, checkpoint)
-    for transform in transforms:
+    for transform in [*config_transforms(cfg), *transforms]:
         model.module = transform(model.module)
     model = placement.distribute(model)
     optimizer = build_optimizer(
@@ -519,6 +540,10 @@ def run_training(
         tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
         tmp.replace(out / SUMMARY_FILE)
+        # Best-effort, and only when a Prefect API is configured (store.events): triggers react.
+        from store.events import checkpoint_created
+
+        checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
     placement.barrier()  # no rank leaves before the run is published
     return summary
 

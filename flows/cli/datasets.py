@@ -78,11 +78,13 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
     preview = lf.select(preview_cols).head(args.rows).collect()
     lineage = info.last_commit.lineage
     reports = store.reports(name, info.version)
+    used_by = _used_by(store, name, info.version)
     if args.json:
         print_json(
             {
                 **info.to_dict(),
                 "reports": reports.to_dict(),
+                "used_by": None if used_by is None else [u.to_dict() for u in used_by],
                 "content_hash": store.content_hash(name, info.version)
                 if info.kind == "samples"
                 else None,
@@ -115,12 +117,69 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
     if not reports.complete:
         described += f" (log cleaned up before v{reports.searched_from})"
     facts.append(("reports", described or "none stored"))
+    if used_by is not None:
+        models = ", ".join(f"{u.model} ({u.stage})" for u in used_by[:3])
+        more = f" and {len(used_by) - 3} more" if len(used_by) > 3 else ""
+        facts.append(
+            ("used by", f"{len(used_by)} model(s): {models}{more}" if used_by else "no model yet")
+        )
     print_table(None, ["", ""], facts)
     print_table("Composition", [*groups, "rows"], composition.rows())
     shown = preview.with_columns(
         [pl.col(c).cast(pl.String).str.slice(0, 60) for c in preview.columns]
     )
     print_table(f"First {preview.height} rows", preview.columns, shown.rows())
+    return 0
+
+
+def _used_by(store: Any, name: str, version: int) -> list[Any] | None:
+    """The models trained on this version, or None (with a warning) when that cannot be told:
+    a remote store keeps no usage records, or a record is unreadable."""
+    from store.store import StoreError
+    from store.usage import model_uses
+
+    if store.is_remote:
+        return None
+    try:
+        return model_uses(store, name, version)
+    except StoreError as err:
+        warn(f"used by: {err}")
+        return None
+
+
+def cmd_datasets_usage(args: argparse.Namespace) -> int:
+    """Which models were trained on a table (at one version, or at any)."""
+    from store.usage import model_uses
+
+    store = open_store(args)
+    name, version = parse_ref(args.ref)
+    info = store.info(name, version)  # StoreError (one line) for an unknown table or version
+    if store.is_remote:
+        raise UserError(f"{store.root}: model-usage records are kept for local stores only")
+    uses = model_uses(store, name, version)
+    if args.json:
+        print_json([{**u.to_dict(), "model_exists": Path(u.model).exists()} for u in uses])
+        return 0
+    which = f"{name}@{version}" if version is not None else f"{name} (any version)"
+    if not uses:
+        make_console().print(f"No model recorded as trained on {which} (latest: v{info.version}).")
+        return 0
+    print_table(
+        f"Models trained on {which}",
+        ["version", "model", "stage", "steps", "config hash", "recorded", "on disk"],
+        [
+            (
+                u.version,
+                u.model,
+                u.stage,
+                u.steps,
+                (u.config_hash or "")[:12],
+                u.recorded_at[:19].replace("T", " "),
+                "yes" if Path(u.model).exists() else "no",
+            )
+            for u in uses
+        ],
+    )
     return 0
 
 
@@ -351,6 +410,8 @@ def register(commands: Any) -> None:
     p = add("show", cmd_datasets_show, "show one table version: size, lineage, composition")
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("--rows", type=non_negative_int, default=5, help="preview rows (default 5)")
+    p = add("usage", cmd_datasets_usage, "which models were trained on a table version")
+    p.add_argument("ref", metavar="NAME[@VERSION]", help="without @VERSION: every version")
     p = add("history", cmd_datasets_history, "list a table's commits, newest first")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--limit", type=positive_int, default=None, help="newest N commits")

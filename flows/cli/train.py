@@ -20,7 +20,10 @@ from flows.cli.common import (
     EXIT_USAGE,
     UserError,
     add_command,
+    float_in,
     make_console,
+    non_negative_int,
+    positive_int,
     print_json,
     print_table,
 )
@@ -182,13 +185,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.tokenizer import R1Tokenizer
 
     model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        raise UserError(f"--model {model_dir}: no such directory; name a checkpoint directory")
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no config.json; pass a checkpoint directory")
     if not (model_dir / "tokenizer.json").is_file():
         raise UserError(f"{model_dir}: no tokenizer.json; evaluation needs the model's tokenizer")
+    from generators.tasks import MAX_DIFFICULTY
+
+    if args.difficulty > MAX_DIFFICULTY:
+        raise UserError(
+            f"argument --difficulty: must be an integer in 1..{MAX_DIFFICULTY}, got {args.difficulty}"
+        )
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    if args.problems < 1 or args.k < 1:
-        raise UserError("--problems and --k must be >= 1")
     try:
         problems = toy_problems(families, args.problems, args.seed, args.difficulty)
     except ValueError as err:
@@ -279,9 +288,11 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--families", default="toy-arithmetic,toy-countdown")
-    p.add_argument("--problems", type=int, default=50, help="per family")
-    p.add_argument("--seed", type=int, default=1000, help="task seed: keep it out of training")
-    p.add_argument("--difficulty", type=int, default=1)
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--problems", type=positive_int, default=50, help="per family")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=1000, help="task seed: keep it out of training"
+    )
+    p.add_argument("--difficulty", type=positive_int, default=1, help="task difficulty (1..8)")
+    p.add_argument("--k", type=positive_int, default=8, help="samples per problem for pass@k")
+    p.add_argument("--temperature", type=float_in(0), default=1.0, help="of the pass@k samples")
+    p.add_argument("--max-tokens", type=positive_int, default=96)

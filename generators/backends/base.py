@@ -130,4 +130,31 @@ def sample_seed(request_seed: int, sample_index: int) -> int:
 
 def identity(backend: Backend) -> str:
     """`name:model_id@<first 16 hex of the weights' hash>` (or `@?` when unknown)."""
-    return f"{backend.name}:{backend.model_id}@{(backend.model_hash or '?')[:16]}"
+    return str(identity_of(backend))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What makes a backend's samples its own: every sample id includes it.
+
+    Known before a model is loaded (`generators.backends.config.backend_identity`), so a
+    generation run can be planned, and its finished shards skipped, without loading anything.
+    """
+
+    backend: str  # local | openai | vllm
+    model_id: str
+    model_hash: str | None
+    mtp: bool = False  # speculative decoding: same distribution, other random draws
+
+    def columns(self) -> dict[str, str | None]:
+        """The Sample columns that carry it."""
+        return {"backend": self.backend, "model_id": self.model_id, "model_hash": self.model_hash}
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.model_id}@{(self.model_hash or '?')[:16]}"
+
+
+def identity_of(backend: Backend) -> Identity:
+    return Identity(
+        backend.name, backend.model_id, backend.model_hash, bool(getattr(backend, "mtp", False))
+    )

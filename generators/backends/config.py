@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from generators.backends.base import Backend
+from generators.backends.base import Backend, Identity
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,27 @@ def make_backend(cfg: BackendConfig) -> Backend:
     from generators.backends.vllm_engine import VLLMBackend
 
     return VLLMBackend(cfg.vllm)
+
+
+def backend_identity(cfg: BackendConfig) -> Identity:
+    """The identity `make_backend(cfg)` will have, without loading a model or opening a client
+    (the weights are hashed from their files). The generation stage plans with it."""
+    from pathlib import Path
+
+    if cfg.kind == "openai":
+        assert cfg.openai is not None
+        model_hash = cfg.openai.model_hash
+        if model_hash is None and cfg.openai.model_dir is not None:
+            from trainer.init import checkpoint_hash
+
+            model_hash = checkpoint_hash(cfg.openai.model_dir)
+        return Identity("openai", cfg.openai.model, model_hash)
+    from trainer.init import checkpoint_hash
+
+    section = cfg.local if cfg.kind == "local" else cfg.vllm
+    assert section is not None
+    root = Path(section.model_dir)
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"{root}: no config.json; expected a checkpoint directory")
+    mtp = bool(cfg.local.mtp) if cfg.local is not None and cfg.kind == "local" else False
+    return Identity(cfg.kind, root.resolve().name, checkpoint_hash(root), mtp)

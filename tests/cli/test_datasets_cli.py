@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,7 @@ def test_help_lists_every_command(capsys):
         "verify",
         "card",
         "vacuum",
+        "usage",
     ):
         assert command in out
 
@@ -148,6 +150,59 @@ def test_user_errors_are_one_line_with_status_2(populated, capsys, argv, message
     assert code == 2
     assert err.startswith("r1f: error:") and message in err
     assert "Traceback" not in err
+
+
+def test_usage_and_show_name_the_models_trained_on_a_version(populated, capsys, tmp_path):
+    from store.usage import ModelUse, record_model_use
+
+    root = populated.root
+    code, out, _ = run(capsys, "datasets", "--store", root, "usage", "toy@1")
+    assert code == 0 and "No model recorded as trained on toy@1" in out
+    student = tmp_path / "student"
+    student.mkdir()
+    for model, version, stage in ((student, 1, "distill"), (tmp_path / "gone", 1, "sft")):
+        record_model_use(
+            populated,
+            ModelUse(
+                table="toy",
+                version=version,
+                content_hash=populated.content_hash("toy", version),
+                model=str(model),
+                stage=stage,
+                steps=200,
+                config_hash="abc123",
+            ),
+        )
+    record_model_use(
+        populated,
+        ModelUse(table="toy", version=2, content_hash="x", model=str(student), stage="sft"),
+    )
+    code, out, _ = run(capsys, "datasets", "--store", root, "usage", "toy@1", "--json")
+    uses = json.loads(out)
+    assert code == 0 and [(u["stage"], u["model_exists"]) for u in uses] == [
+        ("distill", True),
+        ("sft", False),
+    ]
+    assert {u["version"] for u in uses} == {1} and uses[0]["steps"] == 200
+    code, out, _ = run(capsys, "datasets", "--store", root, "usage", "toy")
+    assert code == 0 and "any version" in out and out.count(str(student)) == 2
+    code, out, _ = run(capsys, "datasets", "--store", root, "show", "toy@1", "--json")
+    assert [u["model"] for u in json.loads(out)["used_by"]] == [
+        str(student),
+        str(tmp_path / "gone"),
+    ]
+    code, out, _ = run(capsys, "datasets", "--store", root, "show", "toy@1")
+    assert code == 0 and "used by" in out and "2 model(s)" in out
+    # Errors: an unknown version, and an unreadable record (named, one line, exit 2;
+    # `show` still shows the version and warns).
+    code, _, err = run(capsys, "datasets", "--store", root, "usage", "toy@9")
+    assert code == 2 and err.startswith("r1f: error:") and err.count("\n") == 1
+    bad = Path(root) / "_model_usage" / "broken.json"
+    bad.write_text("{not json")
+    code, _, err = run(capsys, "datasets", "--store", root, "usage", "toy")
+    assert code == 2 and err.count("\n") == 1 and "broken.json" in err
+    code, out, err = run(capsys, "datasets", "--store", root, "show", "toy@1")
+    assert code == 0 and "warning: used by:" in err and "broken.json" in err
 
 
 def test_config_show_prints_the_resolved_config(tmp_path, capsys):

@@ -296,13 +296,17 @@ def test_one_card_per_version_wherever_it_is_shown(
 
     # `datasets show` names them; --json has them in full.
     code, out, _ = run(capsys, "datasets", "show", "toy-mix", "--store", root)
-    assert "filter.steps (v0), filter.decontamination (v0), filter.mixture (v0)" in out
+    assert (
+        "filter.steps (v0), filter.decontamination (v0), filter.mixture (v0), filter.yield (v0)"
+        in out
+    )
     code, out, _ = run(capsys, "datasets", "show", "toy-cands@0", "--store", root, "--json")
     shown = json.loads(out)["reports"]
     assert [r["kind"] for r in shown["reports"]] == [
         "filter.steps",
         "filter.decontamination",
         "filter.mixture",
+        "filter.yield",
     ]
     assert shown["reports"][2]["data"]["achieved"] == 16
 

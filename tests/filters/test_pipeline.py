@@ -278,7 +278,7 @@ def test_both_versions_carry_the_step_decontamination_and_mixture_reports(
     report = run_filter_pipeline(store, config(tmp_path), Lineage(writer="test"))
     steps = [s.step for s in report.steps]
     assert steps == ["rejection", "decontamination", "dedup", "mixture"]
-    kinds = ["filter.steps", "filter.decontamination", "filter.mixture"]
+    kinds = ["filter.steps", "filter.decontamination", "filter.mixture", "filter.yield"]
     for ref in (report.candidates, report.mixture):
         found = store.reports(ref.table, ref.version)
         assert found.kinds() == kinds and {r.version for r in found.reports} == {ref.version}
@@ -291,6 +291,11 @@ def test_both_versions_carry_the_step_decontamination_and_mixture_reports(
         report.decontam is not None and data["filter.decontamination"] == report.decontam.as_dict()
     )
     assert data["filter.mixture"] == report.mixture_report.to_dict()
+    # Per input: its rows and how many made it into the mixture (no generation cost here).
+    (entry,) = data["filter.yield"]["inputs"]
+    # Distinct samples: a repeated sample's copies carry ids of their own.
+    distinct = sum(report.steps[-1].tallies.values())
+    assert (entry["rows"], entry["accepted"], entry["generation"]) == (report.rows, distinct, None)
     # The run renders no card of its own; the one rendered from the store has the sections.
     assert not (tmp_path / "cards").exists()
     text = card_text_for_version(store, "sft-mixture", 0)
@@ -452,7 +457,7 @@ def test_a_run_killed_before_its_mixture_commit_is_finished_by_a_rerun(
     assert reopened.latest_version("sft-mixture") == first.mixture.version == 0
     assert reopened.content_hash("sft-mixture") == mixture_hash
     # Each version carries the reports of the run that wrote it, and only those.
-    kinds = ["filter.steps", "filter.decontamination", "filter.mixture"]
+    kinds = ["filter.steps", "filter.decontamination", "filter.mixture", "filter.yield"]
     for table, version, writer in (("sft-candidates", 1, "doomed"), ("sft-mixture", 0, "test")):
         found = reopened.reports(table, version)
         assert found.kinds() == kinds

@@ -96,6 +96,16 @@ def test_user_errors_are_one_line_and_exit_2(
     assert "--resume" in error(["train", "sft", "--config", str(config), "--out", str(out)])
     assert "no config.json" in error(["eval", "--model", str(root)])
     assert "--families" in error(["eval", "--model", str(setup["base"]), "--families", "toy-nope"])
+    assert "no such directory" in error(["eval", "--model", str(root / "nowhere")])
+    base = str(setup["base"])
+    for flag, value, rule in (
+        ("--k", "0", "an integer >= 1"),
+        ("--problems", "0", "an integer >= 1"),
+        ("--max-tokens", "0", "an integer >= 1"),
+        ("--temperature", "-1", "a number >= 0"),
+        ("--difficulty", "9", "an integer in 1..8"),
+    ):
+        assert f"argument {flag}: must be {rule}" in error(["eval", "--model", base, flag, value])
 
 
 def test_distill_a_dense_student_that_transformers_loads_offline(
@@ -138,3 +148,52 @@ def test_distill_a_dense_student_that_transformers_loads_offline(
     assert (
         main(["eval", "--model", str(out), "--problems", "1", "--k", "2", "--max-tokens", "4"]) == 0
     )
+
+
+def test_fp8_section_trains_the_linear_layers_in_fp8(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.fp8 import Float8Recipe, Fp8Linear
+    from trainer.metrics import read_metrics
+    from trainer.train import build_model, config_transforms
+
+    root, config = setup["root"], setup["config"]
+    fp8 = root / "fp8.yaml"
+    fp8.write_text(config.read_text() + "fp8: {}\n")
+    losses = {}
+    for name, path in (("fp32", config), ("fp8", fp8)):
+        out = root / name
+        assert main(["train", "sft", "--config", str(path), "--out", str(out), "--json"]) == 0
+        capsys.readouterr()
+        losses[name] = [
+            r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"
+        ]
+    # The same run: close, but not the same numbers (the GEMMs really ran in FP8).
+    assert losses["fp8"] != losses["fp32"]
+    for a, b in zip(losses["fp32"], losses["fp8"], strict=True):
+        assert abs(a - b) / a < 0.02
+    saved = json.loads((root / "fp8" / "config.json").read_text())["r1f_config"]["fp8"]
+    assert saved["scaling"] == "blockwise" and saved["block"] == 128
+    # `fp8: {}` is the V3 recipe; the swap is the first transform and leaves the head alone.
+    from trainer.config import load_train_config
+
+    cfg = load_train_config(fp8)
+    assert cfg.fp8 == Float8Recipe()
+    model = build_model(cfg.model, 300, 0)
+    for transform in config_transforms(cfg):
+        model.module = transform(model.module)
+    kinds = {n: type(m) for n, m in model.module.named_modules()}
+    assert kinds["layers.0.attn.wo"] is Fp8Linear and kinds["head"] is torch.nn.Linear
+    # A bad section is one line naming it, exit 2.
+    for bad, said in (
+        ("fp8: {block: 100}", "block=100"),
+        ("fp8: {keep_high_precision: [haed]}", "keep_high_precision"),
+    ):
+        path = root / "bad-fp8.yaml"
+        path.write_text(config.read_text() + bad + "\n")
+        assert (
+            main(["train", "sft", "--config", str(path), "--out", str(root / "x"), "--force"]) == 2
+        )
+        # (the run's progress lines may come first on stderr; the error is one line)
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1 and errors[0].startswith("r1f: error: ") and said in errors[0]

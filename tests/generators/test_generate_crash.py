@@ -16,9 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-from generators.backends.base import sample_seed
+from generators.backends.base import Identity, sample_seed
 from generators.backends.loopback import LoopbackServer, expected_completion
 from generators.generate import (
     GenerateConfig,
@@ -93,7 +92,7 @@ def test_sigkill_mid_run_then_rerun_gives_each_sample_exactly_once(tmp_path):
         report = generate(store, cfg, Lineage(writer="crash-test rerun"))
 
     prompts, _ = load_prompts(store, cfg.prompts)
-    variant = request_variant(cfg, SimpleNamespace(name="openai"))
+    variant = request_variant(cfg, Identity("openai", "m", None))
     expected = {}
     for p in prompts:
         seed = prompt_seed(cfg.sampling.seed, p.prompt_id, variant)

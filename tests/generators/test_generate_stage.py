@@ -111,9 +111,15 @@ def test_rows_carry_identity_generation_facts_and_the_shards_cost(backend, tmp_p
     assert cost.completion_tokens == report.completion_tokens
     assert cost.prompt_tokens == sum(r["prompt_tokens"] for r in rows)
     assert sum(cost.finish_reasons.values()) == 16
+    # Each shard's commit carries the running total: the first shard's report, the second's.
+    first, second = (store.reports("gen", v).get("generation.cost") for v in (0, 1))
+    assert first is not None and second is not None
+    assert (first.version, second.version) == (0, 1)
+    assert first.report.data["shard"]["shard"] == 0 and second.report.data["shard"]["shard"] == 1
+    assert first.report.data["total"]["shards"] == 1
+    assert second.report.data["total"]["samples"] == 16
+    assert second.report.data["total"]["completion_tokens"] == cost.completion_tokens
     history = {c.version: c.lineage for c in store.history("gen")}
-    assert history[0].extra["generation"]["shard"] == 0
-    assert history[1].extra["generation"]["shard"] == 1
     assert "shard 2/2" in history[1].message
 
 

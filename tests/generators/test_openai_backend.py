@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from generators.backends.base import BackendError, Request, Sampling, sample_seed
+from generators.backends.base import BackendError, Identity, Request, Sampling, sample_seed
 from generators.backends.config import BackendConfig, OpenAIConfig
 from generators.backends.loopback import Faults, LoopbackServer, expected_completion
 from generators.backends.openai_compatible import (
@@ -57,7 +57,7 @@ def config(server, *, table="gen", n=2, max_tokens=16, shard_prompts=5, sources=
 def expected_rows(store, cfg, backend_name="openai"):
     """sample index -> stored completion, per prompt id, recomputed from the server's rule."""
     prompts, _ = load_prompts(store, cfg.prompts)
-    variant = request_variant(cfg, SimpleNamespace(name=backend_name))
+    variant = request_variant(cfg, Identity(backend_name, "m", None))
     expected = {}
     for p in prompts:
         shown = render(cfg.template, p.prompt, track=p.track)
@@ -116,7 +116,7 @@ def test_rerun_skips_committed_shards_without_a_request(tmp_path):
     (run,) = generation_cost(store, "gen")
     assert (run.run_id, run.shards, run.samples) == (first.run_id, 3, 24)
     assert run.completion_tokens == first.completion_tokens
-    assert len(run.versions) == 3
+    assert (run.first_version, run.last_version) == (0, 2)
 
 
 def test_a_request_that_cannot_succeed_fails_alone_and_is_not_retried(tmp_path, monkeypatch):

@@ -213,6 +213,7 @@ def served(model_dir, tmp_path_factory):
 
 
 def test_openai_backend_against_vllm_serve(served, model_dir, tmp_path):
+    from generators.backends.base import identity_of
     from generators.backends.openai_compatible import OpenAIBackend
     from generators.generate import prompt_seed, request_variant
     from trainer.init import checkpoint_hash
@@ -235,7 +236,7 @@ def test_openai_backend_against_vllm_serve(served, model_dir, tmp_path):
     tokenizer = R1Tokenizer.from_dir(model_dir)
     with OpenAIBackend(openai_cfg) as backend:
         assert backend.chat_template is not None  # read from the local copy of the checkpoint
-        variant = request_variant(cfg, backend)
+        variant = request_variant(cfg, identity_of(backend))
         shown = {
             r["prompt_id"]: render(
                 "chat", r["prompt"], track=r["track"], chat_template=backend.chat_template

@@ -601,13 +601,21 @@ class Gate(nn.Module):
         return weights, indices, scores
 
 
-def sequence_balance_loss(scores: Tensor, indices: Tensor, batch_size: int, alpha: float) -> Tensor:
+def sequence_balance_loss(
+    scores: Tensor,
+    indices: Tensor,
+    batch_size: int,
+    alpha: float,
+    token_mask: Tensor | None = None,
+) -> Tensor:
     """The V3 complementary sequence-wise balance loss, alpha * sum_i f_i * P_i per sequence,
     averaged over sequences.
 
     scores: (B*T, E) unbiased router scores; indices: (B*T, k) chosen experts.
     f_i = E / (k T) * (tokens of the sequence sent to expert i)   (1 everywhere when balanced)
     P_i = mean over the sequence of expert i's normalised score.
+    token_mask: (B, T), True on real tokens; T then counts a sequence's real tokens only and
+    padding takes no part (a sequence with none adds 0).
     """
     n_experts, k = scores.shape[-1], indices.shape[-1]
     probs = scores / scores.sum(dim=-1, keepdim=True)  # (N, E)
@@ -616,8 +624,14 @@ def sequence_balance_loss(scores: Tensor, indices: Tensor, batch_size: int, alph
     chosen = torch.zeros_like(probs).scatter_(  # (B, T, E): 1 where chosen
         2, indices.view(batch_size, T, k), 1.0
     )
-    f = chosen.sum(dim=1) * (n_experts / (k * T))  # (B, E)
-    p = probs.mean(dim=1)  # (B, E)
+    if token_mask is None:
+        f = chosen.sum(dim=1) * (n_experts / (k * T))  # (B, E)
+        p = probs.mean(dim=1)  # (B, E)
+    else:
+        m = token_mask.to(probs.dtype).unsqueeze(-1)  # (B, T, 1)
+        real = m.sum(dim=1).clamp(min=1.0)  # (B, 1)
+        f = (chosen * m).sum(dim=1) * n_experts / (k * real)  # (B, E)
+        p = (probs * m).sum(dim=1) / real  # (B, E)
     return alpha * (f * p).sum(dim=-1).mean()
 
 
@@ -638,21 +652,32 @@ class MoE(nn.Module):
         # The shared experts are one MLP as wide as all of them together.
         self.shared_experts = MLP(args.dim, args.n_shared_experts * args.moe_inter_dim)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, token_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """x: (B, T, dim) -> (output (B, T, dim), sequence balance loss (scalar),
-        tokens routed to each expert (E,) long)."""
+        tokens routed to each expert (E,) long).
+
+        token_mask: (B, T), True on real tokens. Padding is still computed (its output is
+        never read), but it is not load: the returned counts and the balance loss cover the
+        real tokens only, so padded batches (RL rollouts) balance the routers on what they
+        actually route."""
         B, T, D = x.shape
         flat = x.reshape(B * T, D)  # (N, dim)
         weights, indices, scores = self.gate(flat)  # (N, k), (N, k), (N, E)
         k = indices.shape[-1]
-        load = torch.bincount(indices.flatten(), minlength=len(self.experts))  # (E,)
-        per_pair = self.run_experts(flat, indices, load)  # (N*k, dim)
+        pairs = torch.bincount(indices.flatten(), minlength=len(self.experts))  # (E,)
+        per_pair = self.run_experts(flat, indices, pairs)  # (N*k, dim)
         gated = per_pair.view(B * T, k, D) * weights.type_as(x).unsqueeze(-1)  # (N, k, dim)
         y = gated.sum(dim=1) + self.shared_experts(flat)
 
+        load = pairs
+        if token_mask is not None:
+            real = indices[token_mask.reshape(B * T)]  # (N_real, k)
+            load = torch.bincount(real.flatten(), minlength=len(self.experts))  # (E,)
         aux = x.new_zeros(())
         if self.training and self.seq_aux_alpha > 0:
-            aux = sequence_balance_loss(scores, indices, B, self.seq_aux_alpha)
+            aux = sequence_balance_loss(scores, indices, B, self.seq_aux_alpha, token_mask)
         return y.view(B, T, D), aux, load  # (B, T, dim)
 
     def run_experts(self, flat: Tensor, indices: Tensor, load: Tensor) -> Tensor:
@@ -703,14 +728,16 @@ class Block(nn.Module):
         start_pos: int,
         cache: KVCache | None,
         absorb: bool,
+        token_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """-> (x, sequence balance loss, expert load (E,) or None for a dense layer)."""
+        """-> (x, sequence balance loss, expert load (E,) or None for a dense layer).
+        token_mask: (B, T), True on real tokens: the MoE counts load over those only."""
         x = x + self.attn(
             self.attn_norm(x), rope, mask, start_pos=start_pos, cache=cache, absorb=absorb
         )
         h = self.ffn_norm(x)
         if isinstance(self.ffn, MoE):
-            out, aux, load = self.ffn(h)
+            out, aux, load = self.ffn(h, token_mask)
         else:
             out, aux, load = self.ffn(h), x.new_zeros(()), None
         return x + out, aux, load
@@ -746,11 +773,14 @@ class MTPModule(nn.Module):
         start_pos: int,
         cache: KVCache | None,
         absorb: bool,
+        token_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """h_prev, emb_next: (B, T, dim) -> (h (B, T, dim), normed h for the head, aux,
         expert load)."""
         h = self.eh_proj(torch.cat([self.enorm(emb_next), self.hnorm(h_prev)], dim=-1))
-        h, aux, load = self.block(h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb)
+        h, aux, load = self.block(
+            h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb, token_mask=token_mask
+        )
         return h, self.norm(h), aux, load
 
 
@@ -860,6 +890,8 @@ class Transformer(nn.Module):
         at each document, so every document is computed as if it were alone in its row.
         mtp: also run the MTP modules over the sequence (training; needs no cache).
         keep_last: compute logits only for the last keep_last positions.
+        Expert load (`ModelOutput.expert_load`) and the balance loss count only the tokens
+        `key_padding_mask` marks real: padding is never load.
         """
         T = tokens.shape[1]
         if absorb is None:
@@ -867,12 +899,13 @@ class Transformer(nn.Module):
         positions = None if document_ids is None else document_positions(document_ids)
         rope = self.rotary(start_pos, T, tokens.device, positions)
         mask = attention_mask(T, start_pos, key_padding_mask, tokens.device, document_ids)
+        real = None if key_padding_mask is None else key_padding_mask[:, start_pos:]  # (B, T)
         h = self.embed(tokens)  # (B, T, dim)
         aux = h.new_zeros(())
         loads: dict[int, Tensor] = {}
         for i, layer in enumerate(self.layers):
             h, layer_aux, load = layer(
-                h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb
+                h, rope, mask, start_pos=start_pos, cache=cache, absorb=absorb, token_mask=real
             )
             aux = aux + layer_aux
             if load is not None:
@@ -937,6 +970,7 @@ class Transformer(nn.Module):
             start_pos=start_pos,
             cache=cache,
             absorb=absorb,
+            token_mask=None if key_padding_mask is None else key_padding_mask[:, start_pos:],
         )
         return h, self.head(normed), aux, load
 

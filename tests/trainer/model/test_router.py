@@ -170,3 +170,30 @@ def test_sequence_balance_loss_hand_computed() -> None:
     uniform = torch.full((4, 4), 0.5)
     spread = torch.tensor([[0], [1], [2], [3]])
     assert torch.allclose(sequence_balance_loss(uniform, spread, 1, 0.01), torch.tensor(0.01))
+
+
+def test_padding_is_not_load() -> None:
+    """With a padding mask the forward counts expert load and the balance loss over real
+    tokens only: a right-padded batch reports what its sequences report when run alone."""
+    torch.manual_seed(0)
+    args = debug(seq_aux_alpha=0.01)
+    model = Transformer(args).train()
+    lengths = [9, 12, 5]
+    tokens = torch.randint(0, args.vocab_size, (3, 12))
+    real = torch.arange(12)[None, :] < torch.tensor(lengths)[:, None]  # (3, 12)
+    padded = model(tokens, key_padding_mask=real)
+    alone = [model(tokens[i : i + 1, :n]) for i, n in enumerate(lengths)]
+    for layer, counts in padded.expert_load.items():
+        expected = sum(out.expert_load[layer] for out in alone)
+        assert torch.equal(counts, expected)
+        assert int(counts.sum()) == sum(lengths) * args.n_activated_experts
+    unmasked = model(tokens).expert_load
+    assert int(unmasked[1].sum()) == 3 * 12 * args.n_activated_experts  # padding counted
+    assert padded.aux_loss is not None
+    expected_aux = sum(out.aux_loss for out in alone if out.aux_loss is not None) / 3
+    assert torch.allclose(padded.aux_loss, expected_aux, atol=1e-7)
+    # An all-True mask is the same as no mask.
+    everything = model(tokens, key_padding_mask=torch.ones(3, 12, dtype=torch.bool))
+    assert everything.aux_loss is not None and torch.allclose(
+        everything.aux_loss, model(tokens).aux_loss, atol=1e-7
+    )
