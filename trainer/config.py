@@ -17,7 +17,7 @@ and wrong types are errors naming the file, line and key (docs/config.md).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -149,9 +149,11 @@ class ParallelConfig:
     The layout changes where the step is computed, never what: the global batch is
     `loop.rows_per_micro_batch` x `loop.grad_accum` rows whatever the layout, each data rank
     (dp x ep of them) reading its share of every micro-batch, and losses are normalised by
-    the step's counts over all of them (trainer.parallel.training)."""
+    the step's counts over all of them (trainer.parallel.training). Left out, dp is what the
+    launch leaves: N / (ep x pp) (`for_processes`), so `--nproc N` alone is N-way data
+    parallelism."""
 
-    dp: int = 1  # data-parallel replicas
+    dp: int | None = None  # data-parallel replicas; None: the processes ep x pp leave over
     ep: int = 1  # expert-parallel ranks (also data parallel for the dense parameters)
     pp: int = 1  # pipeline ranks
     schedule: ScheduleName = "1f1b"  # pipeline schedule when pp > 1
@@ -169,6 +171,8 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         for name in ("dp", "ep", "pp"):
             value = getattr(self, name)
+            if name == "dp" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.microbatches is not None and self.microbatches < 1:
@@ -192,13 +196,36 @@ class ParallelConfig:
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 
+    def for_processes(self, world_size: int) -> ParallelConfig:
+        """This layout over `world_size` processes, dp filled in when left out; ValueError
+        saying why when they cannot make it."""
+        per_replica = self.ep * self.pp
+        if self.dp is None and world_size % per_replica == 0:
+            return replace(self, dp=world_size // per_replica)
+        if self.dp is None:
+            raise ValueError(
+                f"not a multiple of ep {self.ep} x pp {self.pp} = {per_replica} (the processes "
+                f"of one data replica); use a multiple of {per_replica}"
+            )
+        if self.world_size != world_size:
+            raise ValueError(
+                f"the layout dp {self.dp} x ep {self.ep} x pp {self.pp} needs "
+                f"{self.world_size} processes; use {self.world_size} or change parallel"
+            )
+        return self
+
+    @property
+    def dp_size(self) -> int:
+        """Data-parallel replicas (1 when dp is left out and nothing filled it in)."""
+        return self.dp or 1
+
     @property
     def world_size(self) -> int:
-        return self.pp * self.dp * self.ep
+        return self.pp * self.dp_size * self.ep
 
     @property
     def data_size(self) -> int:
-        return self.dp * self.ep
+        return self.dp_size * self.ep
 
     @property
     def stages(self) -> int:

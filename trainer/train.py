@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,10 +53,10 @@ from trainer.data import (
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.placement import SavedState, place
 from trainer.tokenizer import R1Tokenizer
 from trainer.train_state import (
     CHECKPOINTS,
-    StatefulOptimizer,
     latest_checkpoint,
     load_training_state,
     remove_partials,
@@ -404,18 +404,7 @@ def run_training(
         point = load_training_state(checkpoint, optimizer=optimizer_state, scheduler=scheduler)
         start_step, data_state = point.step, point.data
         say(f"resuming from {checkpoint} (step {start_step})")
-    if cfg.loop.rows_per_micro_batch % placement.data_size:
-        raise TrainError(
-            f"loop.rows_per_micro_batch: {cfg.loop.rows_per_micro_batch} rows do not split "
-            f"over {placement.data_size} data ranks; make it a multiple of {placement.data_size}"
-        )
-    stream = BatchStream(
-        dataset,
-        cfg.loop.rows_per_micro_batch // placement.data_size,
-        state=data_state,
-        rank=placement.data_rank,
-        world_size=placement.data_size,
-    )
+    stream = placement.stream(dataset, cfg.loop.rows_per_micro_batch, data_state)
 
     metadata = _metadata(cfg, source, tokenizer)
     log = (
@@ -436,7 +425,7 @@ def run_training(
                 save_model=lambda d: whole.save(
                     d, tokenizer_dir=tok_dir, extra_config={**metadata, "r1f_step": step}
                 ),
-                optimizer=_SavedState(state),
+                optimizer=SavedState(state),
                 scheduler=scheduler,
                 data=stream.state(),
                 metadata=metadata,
@@ -574,92 +563,6 @@ def _evaluate(
         )
     finally:
         torch.set_num_threads(threads)
-
-
-# ----------------------------------------------------------------------------------------------
-# Where the run's processes stand
-
-
-class Placement(Protocol):
-    """Where this process stands in a run: alone (`SingleProcess`), or one rank of a
-    distributed run (`trainer.parallel.training.Distributed`)."""
-
-    rank: int  # rank 0 writes every file, log line and progress line, and evaluates
-    data_rank: int  # which share of each batch this process reads
-    data_size: int  # into how many shares batches split
-
-    def barrier(self) -> None: ...
-
-    def distribute(self, model: TrainableModel) -> TrainableModel: ...
-
-    def whole_model(self, model: TrainableModel) -> TrainableModel | None:
-        """The model as one process holds it, on rank 0 (None on the others); every rank
-        must call it (the pieces are gathered)."""
-        ...
-
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> StatefulOptimizer:
-        """The optimizer's state in the single-process layout: `state_dict()` (every rank
-        calls it; complete on rank 0) and `load_state_dict()` (on every rank)."""
-        ...
-
-
-class SingleProcess:
-    """A run in one process: nothing to share or gather."""
-
-    rank = 0
-    data_rank = 0
-    data_size = 1
-
-    def barrier(self) -> None:
-        return None
-
-    def distribute(self, model: TrainableModel) -> TrainableModel:
-        return model
-
-    def whole_model(self, model: TrainableModel) -> TrainableModel | None:
-        return model
-
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> StatefulOptimizer:
-        return optimizer
-
-
-def place(cfg: TrainConfig) -> Placement:
-    """This process's placement: alone, or (with `cfg.parallel` asking for several processes)
-    a rank of the process group the launcher started, which must be as large."""
-    import torch.distributed as dist
-
-    joined = dist.is_available() and dist.is_initialized()
-    world = dist.get_world_size() if joined else 1
-    wanted = cfg.parallel.world_size
-    if wanted != world:
-        p = cfg.parallel
-        how = (
-            f"launch with `r1f train {cfg.stage} --nproc {wanted}`"
-            if world == 1
-            else f"set parallel: dp, ep, pp to multiply to {world}"
-        )
-        raise TrainError(
-            f"parallel: dp {p.dp} x ep {p.ep} x pp {p.pp} = {wanted} processes, but this run "
-            f"has {world}; {how}"
-        )
-    if world == 1:
-        return SingleProcess()
-    from trainer.parallel.training import Distributed
-
-    return Distributed(cfg)
-
-
-@dataclass(frozen=True)
-class _SavedState:
-    """A state dict gathered before rank 0 writes it."""
-
-    state: dict[str, Any]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        raise TypeError("a saved state is only written")
 
 
 def _eval_hook(run_eval: Callable[[int], EvalReport | None]) -> Callable[[int], None]:

@@ -45,9 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{args.config}: corpus: is for pretraining; name data.source instead")
     if cfg.corpus is None and not cfg.data.source:
         raise UserError(f"{args.config}: data.source: name a table version (NAME@V) or a release")
-    if args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc}: must be >= 1")
-    _check_layout(args, cfg)
+    cfg = _check_layout(args, cfg)
     out = Path(args.out or cfg.out_dir)
     if os.environ.get(WORKER_ENV) == "1":
         return _train_rank(args, cfg, out)
@@ -61,18 +59,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _train(args, cfg, out)
 
 
-def _check_layout(args: argparse.Namespace, cfg: Any) -> None:
-    """The config's parallel layout against --nproc and the model, before any rank starts."""
+def _check_layout(args: argparse.Namespace, cfg: Any) -> Any:
+    """The config with its parallel layout over --nproc processes (dp filled in), checked
+    against the model and the loop before any rank starts."""
+    from dataclasses import replace
+
     from trainer.parallel.training import layout_problem, model_facts
 
+    try:
+        cfg = replace(cfg, parallel=cfg.parallel.for_processes(args.nproc))
+    except ValueError as err:
+        raise UserError(f"--nproc {args.nproc} with {args.config}: {err}") from None
+    if cfg.parallel.world_size == 1:
+        return cfg
     try:
         facts = model_facts(cfg.model)
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{args.config}: model: {err}") from None
-    problem = layout_problem(cfg, facts, args.nproc)
+    problem = layout_problem(cfg, facts)
     if problem is not None:
-        where = "" if problem.startswith("--nproc") else f"{args.config}: "
-        raise UserError(where + problem)
+        raise UserError(f"{args.config}: {problem}")
+    return cfg
 
 
 def _launch(args: argparse.Namespace, cfg: Any, out: Path) -> int:
@@ -275,10 +282,11 @@ def register(commands: Any) -> None:
         p.add_argument("--force", action="store_true", help="train into a non-empty --out")
         p.add_argument(
             "--nproc",
-            type=int,
+            type=positive_int,
             default=1,
             metavar="N",
-            help="processes (torchrun ranks); must equal the config's parallel dp x ep x pp",
+            help="processes (torchrun ranks): the config's parallel dp x ep x pp; "
+            "dp left out takes what ep x pp leave",
         )
     p = add_command(
         commands,

@@ -24,11 +24,12 @@ from torch import Tensor
 
 from trainer.adapters import DeepSeekV3Model
 from trainer.config import LoopConfig, OptimConfig, ParallelConfig, TrainConfig
-from trainer.data import BatchStream, Document, PackedDataset
+from trainer.data import Document, PackedDataset
 from trainer.model import ModelArgs, Transformer
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.parallel.training import DistributedModel
-from trainer.train import place, train_step
+from trainer.placement import place
+from trainer.train import train_step
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,7 @@ def loop_steps(rank: int, world_size: int, case: StepCase) -> StepRecord:
         min_lr_ratio=case.optim.min_lr_ratio,
     )
     dataset = PackedDataset(case.documents, case.seq_len, case.seed, pad_id=0)
-    stream = BatchStream(
-        dataset,
-        case.loop.rows_per_micro_batch // placement.data_size,
-        rank=placement.data_rank,
-        world_size=placement.data_size,
-    )
+    stream = placement.stream(dataset, case.loop.rows_per_micro_batch, None)
     model.module.train()
     record = StepRecord([], {}, {})
     for step in range(case.steps + case.timed_steps):

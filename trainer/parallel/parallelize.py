@@ -64,11 +64,11 @@ def build_mesh(config: ParallelConfig, device_type: str = "cpu") -> DeviceMesh:
     world = dist.get_world_size()
     if world != config.world_size:
         raise ValueError(
-            f"{world} processes for pp={config.pp} x dp={config.dp} x ep={config.ep} = "
+            f"{world} processes for pp={config.pp} x dp={config.dp_size} x ep={config.ep} = "
             f"{config.world_size}: launch {config.world_size} or change the layout"
         )
     return init_device_mesh(
-        device_type, (config.pp, config.dp, config.ep), mesh_dim_names=MESH_DIMS
+        device_type, (config.pp, config.dp_size, config.ep), mesh_dim_names=MESH_DIMS
     )
 
 
@@ -142,7 +142,7 @@ class ParallelModel:
             self._manual_reduce = "experts" if config.ep > 1 else "none"
         elif data_mesh is not None:
             self._manual_reduce = "all"
-        self._expert_group = mesh.get_group("dp") if config.ep > 1 and config.dp > 1 else None
+        self._expert_group = mesh.get_group("dp") if config.ep > 1 and config.dp_size > 1 else None
         self.parts = parts
         self._schedule: Any = None
         self._schedule_shape: tuple[int, int] | None = None

@@ -4,9 +4,10 @@
 
 A config's `parallel` section (`trainer.config.ParallelConfig`: dp, ep, pp, schedule,
 microbatches, data_parallel) says how the run is spread; `run_training` asks
-`trainer.train.place` where this process stands, which gives a `Distributed` placement when the
-layout has more than one process. Its three jobs:
+`trainer.placement.place` where this process stands, which gives a `Distributed` placement
+when the layout has more than one process. Its jobs:
 
+- `stream(dataset, rows, state)`: this data rank's share of every micro-batch;
 - `distribute(model)` wraps the loop's model adapter in a `DistributedModel`, the same
   interface (`trainer.adapters.TrainableModel`) computed over ranks: our DeepSeek-V3 goes
   through `trainer.parallel.parallelize` (data, expert and pipeline parallelism on one mesh);
@@ -56,7 +57,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from trainer.adapters import DeepSeekV3Model, HFCausalLM, Losses, TrainableModel
 from trainer.config import ModelConfig, ParallelConfig, TrainConfig
-from trainer.data import Batch
+from trainer.data import Batch, BatchStream, DataState, PackedDataset
 from trainer.model import Transformer, update_router_bias
 from trainer.optim import parameter_groups
 from trainer.parallel.data import expert_parameters
@@ -103,21 +104,16 @@ def model_facts(cfg: ModelConfig) -> ModelFacts:
     return ModelFacts("deepseek_v3", args.n_layers, args.n_routed_experts, described)
 
 
-def layout_problem(cfg: TrainConfig, facts: ModelFacts, nproc: int | None = None) -> str | None:
-    """Why `cfg.parallel` cannot run this model and loop (one line naming the key), or None.
-    nproc: the processes the launcher will start, when known."""
+def layout_problem(cfg: TrainConfig, facts: ModelFacts) -> str | None:
+    """Why `cfg.parallel` (dp filled in: `ParallelConfig.for_processes`) cannot run this model
+    and loop (one line naming the key), or None."""
     p, loop = cfg.parallel, cfg.loop
-    if nproc is not None and nproc != p.world_size:
-        return (
-            f"--nproc {nproc}: the config's parallel layout dp {p.dp} x ep {p.ep} x pp {p.pp} "
-            f"needs {p.world_size} processes; pass --nproc {p.world_size} or change parallel"
-        )
     if facts.kind == "hf" and (p.ep > 1 or p.pp > 1):
         return (
             "parallel.ep / parallel.pp: expert and pipeline parallelism split our DeepSeek-V3; "
             "a transformers model (model.kind: hf) trains data parallel only (parallel.dp)"
         )
-    if facts.kind == "hf" and p.dp > 1 and p.data_parallel == "fsdp":
+    if facts.kind == "hf" and p.dp_size > 1 and p.data_parallel == "fsdp":
         return (
             "parallel.data_parallel: fsdp shards our DeepSeek-V3; a transformers model "
             "(model.kind: hf) trains under ddp: set data_parallel: ddp"
@@ -136,7 +132,7 @@ def layout_problem(cfg: TrainConfig, facts: ModelFacts, nproc: int | None = None
     if loop.rows_per_micro_batch % p.data_size:
         return (
             f"loop.rows_per_micro_batch: {loop.rows_per_micro_batch} rows do not split over "
-            f"dp {p.dp} x ep {p.ep} = {p.data_size} data ranks; make it a multiple of "
+            f"dp {p.dp_size} x ep {p.ep} = {p.data_size} data ranks; make it a multiple of "
             f"{p.data_size}"
         )
     if p.pp > 1:
@@ -161,7 +157,7 @@ def layout_problem(cfg: TrainConfig, facts: ModelFacts, nproc: int | None = None
 
 
 class Distributed:
-    """One rank of a distributed run (`trainer.train.Placement`). The process group must be
+    """One rank of a distributed run (`trainer.placement.Placement`). The process group must be
     joined already (`trainer.parallel.launch.init_distributed`, which torchrun's workers and
     `spawn` call)."""
 
@@ -175,6 +171,22 @@ class Distributed:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def stream(
+        self, dataset: PackedDataset, rows_per_micro_batch: int, state: DataState | None
+    ) -> BatchStream:
+        """Every data rank reads the same global stream and keeps its share of each
+        micro-batch (pipeline ranks of one data rank read the same rows), so one saved
+        position resumes every layout."""
+        if rows_per_micro_batch % self.data_size:  # layout_problem says it first, with the key
+            raise ValueError(f"{rows_per_micro_batch} rows over {self.data_size} data ranks")
+        return BatchStream(
+            dataset,
+            rows_per_micro_batch // self.data_size,
+            state=state,
+            rank=self.data_rank,
+            world_size=self.data_size,
+        )
 
     def distribute(self, model: TrainableModel) -> TrainableModel:
         if isinstance(model, DeepSeekV3Model):
