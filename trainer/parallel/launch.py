@@ -81,7 +81,7 @@ def torchrun(
         # rank's error is printed by the rank, and the exit status says the rest.
         "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR"),
     }
-    command = [sys.executable, "-m", "trainer.parallel.launch", str(nproc), module, *argv]
+    command = [sys.executable, "-m", "trainer.parallel.agent", str(nproc), module, *argv]
     agent = subprocess.Popen(
         command, env=child_env, start_new_session=True, preexec_fn=_die_with_parent
     )
@@ -119,9 +119,11 @@ def run_agent(nproc: int, module: str, argv: Sequence[str]) -> int:
             f"--shutdown-timeout={SHUTDOWN_GRACE_S}",
             "--module",
             module,
-            *argv,
         ]
     )
+    # Set after parsing: the parser would take the command's own flags (--nproc) for
+    # abbreviations of its options.
+    options.training_script_args = list(argv)
     try:
         run_elastic(options)
     except ChildFailedError as err:
@@ -271,8 +273,3 @@ def _worker(
             # Peers may be blocked in a collective with us: leave without a goodbye; the
             # parent kills them.
             os._exit(1)
-
-
-if __name__ == "__main__":
-    # python -m trainer.parallel.launch NPROC MODULE [ARGS...]: the agent `torchrun` starts.
-    sys.exit(run_agent(int(sys.argv[1]), sys.argv[2], sys.argv[3:]))
