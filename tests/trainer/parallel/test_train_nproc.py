@@ -2,16 +2,19 @@
 
 One SFT configuration (a tiny DeepSeek-V3 with MoE and MTP from a checkpoint, packed rows
 scored on the completions only, so ranks and micro-batches score different numbers of
-tokens) trained four ways, all compared with the uninterrupted single-process run:
+tokens) trained three ways, each compared with the uninterrupted single-process run:
 
 - on 2 processes (`--nproc 2`, no `parallel:` section: 2-way FSDP data parallelism),
-  SIGKILLed after a checkpoint and resumed with `--resume --nproc 2`;
-- the checkpoint that 2-process run left, resumed on 1 process;
-- a checkpoint of the single-process run, resumed on 2 processes.
+  SIGKILLed after a checkpoint (the command, which takes the agent and the ranks with it),
+  then resumed with `--resume` on 1 process;
+- the single-process run's first checkpoint, resumed with `--resume --nproc 2`.
 
-Every logged figure of every step (loss, MTP loss, balance loss, gradient norm, lr, tokens,
-scored tokens, MaxVio) must be the single-process run's within fp32 rounding; the counts
-exactly. The bad-flag tests at the end run in the default tier (no process is started).
+Checkpoints have one format whatever wrote them (the single-process layout, gathered by rank
+0), so these two cover a 2-process checkpoint resumed on 2 as well; that costs a third
+launch, left out to keep `make test-dist` short. Every logged figure of every step (loss, MTP
+loss, balance loss, gradient norm, MaxVio) must be the single-process run's within fp32
+rounding; lr, tokens and scored tokens exactly. The bad-flag tests at the end run in the
+default tier (no process is started).
 """
 
 from __future__ import annotations
@@ -173,18 +176,12 @@ def test_two_processes_killed_and_resumed_continue_the_single_process_curve(
     stopped_at = checkpoint_step(latest_checkpoint(killed))
     assert stopped_at < reached
 
-    # The 2-process checkpoint, resumed on 1 process (a copy: the original resumes on 2).
-    on_one = shutil.copytree(killed, root / "killed-on-one")
+    # The 2-process checkpoint, resumed on 1 process: the rest of the single run's curve.
     capfd.readouterr()
-    assert main(["train", "sft", "--config", str(config), "--out", str(on_one), "--resume"]) == 0
-    assert f"step-{stopped_at:08d} (step {stopped_at})" in capfd.readouterr().err
-    assert_same_curve(records(on_one), records(single))
-
-    argv = ["train", "sft", "--config", str(config), "--out", str(killed), "--resume"]
-    assert main([*argv, "--nproc", "2"]) == 0
+    assert main(["train", "sft", "--config", str(config), "--out", str(killed), "--resume"]) == 0
     assert f"step-{stopped_at:08d} (step {stopped_at})" in capfd.readouterr().err
     assert_same_curve(records(killed), records(single))
-    assert (killed / "train_summary.json").is_file() and (killed / "model.safetensors").is_file()
+    assert (killed / "train_summary.json").is_file()
     # The published models are the single run's to fp32 rounding.
     from safetensors.torch import load_file
 
