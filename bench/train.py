@@ -211,7 +211,13 @@ def run_ours(kind: str, model_dir: Path, dataset: Any, warmup: int, steps: int) 
 
 
 def run_trainer(model_dir: Path, data: list[Any], warmup: int, steps: int) -> Timed:
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from trainer.data import IGNORE_INDEX
     from trainer.model.model import document_positions
@@ -273,6 +279,7 @@ def run_trainer(model_dir: Path, data: list[Any], warmup: int, steps: int) -> Ti
             callbacks=[clock],
             optimizers=(optimizer, scheduler),
         )
+        trainer.remove_callback(PrinterCallback)  # keeps its log in memory, as ours writes a file
         trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     (w0, c0), (w1, c1) = clock.marks[warmup], clock.marks[warmup + steps]
