@@ -45,8 +45,8 @@ too (`*_cpu_ratio`): on one thread they track wall time when the machine is quie
 (`bench.fp8.training`: the widened `tiny`, the same seed and batches, the held-out loss):
 300 steps in the full run, 20 with --quick (`fp8_steps` says which). bench/fp8.py adds the
 run-to-run control and the curves (docs/fp8.md). The two 300-step runs take most of an hour
-on this machine: `--fp8-from LOG` takes the figure from a finished bench/fp8.py run's output
-instead (`fp8_source` names it).
+on this machine: `--fp8-from LOG` takes the figure from a bench/fp8.py run's output instead
+(`fp8_source` names it), waiting for that run to finish if it is still going.
 
 The last line is one JSON object: `ratio` = our tokens/s over Trainer's on DeepSeek-V3
 (target >= 1.5), `student_ratio` = the same on the dense student (target >= 1.0).
@@ -290,16 +290,27 @@ def run_trainer(model_dir: Path, data: list[Any], warmup: int, steps: int) -> Ti
     return Timed(losses, tokens, w1 - w0, c1 - c0)
 
 
-def fp8_from(log: Path) -> dict[str, Any]:
-    """bench/fp8.py's figures from its output: the last line is its JSON object."""
-    try:
-        lines = log.read_text().strip().splitlines()
-        figures = json.loads(lines[-1]) if lines else {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"--fp8-from {log}: cannot read its last line as JSON ({err})") from None
-    if figures.get("bench") != "fp8":
-        raise SystemExit(f"--fp8-from {log}: its last line is not bench/fp8.py's JSON object")
-    return figures
+def fp8_from(log: Path, wait_s: float = 3600.0) -> dict[str, Any]:
+    """bench/fp8.py's figures from its output, whose last line is its JSON object. A run that
+    is still going (the last line is not JSON yet) is waited for, up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lines = log.read_text().strip().splitlines()
+        except OSError as err:
+            raise SystemExit(f"--fp8-from {log}: cannot read it ({err})") from None
+        try:
+            figures = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            figures = None
+        if isinstance(figures, dict):
+            if figures.get("bench") != "fp8":
+                raise SystemExit(f"--fp8-from {log}: its last line is not bench/fp8.py's JSON")
+            return figures
+        if time.monotonic() > deadline:
+            raise SystemExit(f"--fp8-from {log}: no JSON line after {wait_s:.0f} s of waiting")
+        print(f"  waiting for {log} to end with bench/fp8.py's JSON line ...", flush=True)
+        time.sleep(30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,8 +367,8 @@ def main() -> None:
     parser.add_argument(
         "--fp8-from",
         metavar="LOG",
-        help="take fp8_loss_rel_err from the output of a finished `python bench/fp8.py` "
-        "(its last line) instead of training the FP8 and FP32 runs again here",
+        help="take fp8_loss_rel_err from the output of `python bench/fp8.py` (its last line; "
+        "waits for a run still going) instead of training the FP8 and FP32 runs again here",
     )
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
