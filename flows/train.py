@@ -16,12 +16,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from generators.tasks.corpus import CorpusConfig
+from generators.tasks.corpus import CorpusConfig, PromptSetConfig
 from store.config import load_config
 from trainer.config import TrainConfig
 from trainer.evaluate import EvalProblem
+from trainer.rl.config import GRPOConfig
 from trainer.train import TrainSummary
+
+if TYPE_CHECKING:
+    from trainer.rl.grpo import GRPOSummary
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -33,6 +38,19 @@ class StageConfig(TrainConfig):
 
 def load_stage_config(path: str | os.PathLike[str]) -> StageConfig:
     return load_config(Path(path), StageConfig)
+
+
+@dataclass(frozen=True)
+class GRPOStageConfig(GRPOConfig):
+    """The trainer's `GRPOConfig` plus `prompt_set`: when present, the toy RL prompts are
+    built into the store (or the existing version reused) and the run samples from that
+    version; without it, `prompts.source` names the table version or release."""
+
+    prompt_set: PromptSetConfig | None = None
+
+
+def load_grpo_stage_config(path: str | os.PathLike[str]) -> GRPOStageConfig:
+    return load_config(Path(path), GRPOStageConfig)
 
 
 def toy_problems(
@@ -66,6 +84,15 @@ def corpus_tokenizer(
     return out_dir
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a distributed run; (0, 1) alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train_stage(
     cfg: StageConfig,
     *,
@@ -73,7 +100,8 @@ def train_stage(
     resume: bool = False,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
-    """Run one training stage: corpus and tokenizer first when the config has a corpus."""
+    """Run one training stage: corpus and tokenizer first when the config has a corpus.
+    Under torchrun (`r1f train --nproc N`) every rank calls this inside the process group."""
     from store.lineage import Lineage
     from store.store import Store
     from trainer.train import run_training
@@ -82,21 +110,34 @@ def train_stage(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir: Path | None = None
     if cfg.corpus is not None:
-        from generators.tasks.corpus import corpus_table
-        from trainer.init import model_args
+        # Distributed, rank 0 alone writes the corpus version and the tokenizer; the other
+        # ranks learn the version from it and read the same files.
+        rank, world = _rank()
+        source = ""
+        if rank == 0:
+            from generators.tasks.corpus import corpus_table
+            from trainer.init import model_args
 
-        store = Store.from_config(cfg.store)
-        ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
-        say(f"corpus {ref} in {store.root}")
-        cfg = replace(cfg, data=replace(cfg.data, source=str(ref)))
-        rows = store.read(ref.table, ref.version, ["prompt", "completion"])
-        vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
-        tokenizer_dir = corpus_tokenizer(
-            rows.get_column("prompt").to_list(),
-            rows.get_column("completion").to_list(),
-            vocab,
-            out / TOKENIZER_DIR,
-        )
+            store = Store.from_config(cfg.store)
+            ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
+            say(f"corpus {ref} in {store.root}")
+            rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+            vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+            corpus_tokenizer(
+                rows.get_column("prompt").to_list(),
+                rows.get_column("completion").to_list(),
+                vocab,
+                out / TOKENIZER_DIR,
+            )
+            source = str(ref)
+        if world > 1:
+            import torch.distributed as dist
+
+            shared = [source]
+            dist.broadcast_object_list(shared, src=0)
+            source = shared[0]
+        cfg = replace(cfg, data=replace(cfg.data, source=source))
+        tokenizer_dir = out / TOKENIZER_DIR
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
@@ -108,3 +149,45 @@ def train_stage(
         eval_problems=problems,
         say=say,
     )
+
+
+def grpo_stage(
+    cfg: GRPOStageConfig,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> GRPOSummary:
+    """Run one GRPO stage (plain GRPO or R1-Zero): the toy prompt table first when the config
+    has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
+    from store.lineage import Lineage
+    from store.store import Store
+    from trainer.recipe import RL_STAGES
+    from trainer.rl.grpo import run_grpo
+
+    problems = toy_problems(
+        cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
+    )
+    if cfg.prompt_set is not None:
+        from generators.tasks.corpus import prompt_table
+
+        if cfg.prompt_set.seed == cfg.eval.seed:
+            raise ValueError(
+                f"prompt_set.seed and eval.seed are both {cfg.eval.seed}: RL would train on the "
+                "held-out problems; give them different seeds"
+            )
+        # A toy family can draw the same small problem under two seeds: keep every held-out
+        # prompt out of the RL prompts.
+        held_out = sorted({p.prompt for p in problems})
+        prompt_set = replace(cfg.prompt_set, exclude_prompts=held_out)
+        store = Store.from_config(cfg.store)
+        ref = prompt_table(store, prompt_set, Lineage(writer=f"r1f train grpo ({cfg.stage})"))
+        say(f"RL prompts {ref} in {store.root}")
+        cfg = replace(cfg, prompts=replace(cfg.prompts, source=str(ref)))
+    out = Path(out_dir or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.stage in RL_STAGES:
+        return RL_STAGES[cfg.stage](
+            cfg, eval_problems=problems, out_dir=out, resume=resume, say=say
+        )
+    return run_grpo(cfg, out_dir=out, resume=resume, eval_problems=problems, say=say)

@@ -122,7 +122,7 @@ class RowTable:
     """A table version's training rows in `sample_id` order, each reachable on its own.
 
     `table` is an Arrow table (in memory, or memory-mapped from an IPC file); `order[i]` is
-    the table row of the i-th row in sample_id order. Rows come out as dicts of COLUMNS."""
+    the table row of the i-th row in sample_id order. Rows come out as dicts of its columns."""
 
     def __init__(self, table: pa.Table) -> None:
         import pyarrow.compute as pc
@@ -146,45 +146,56 @@ def open_rows(
     *,
     only_kept: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    columns: Sequence[str] = COLUMNS,
 ) -> tuple[DataSource, RowTable]:
     """The rows of `NAME@V` (or `NAME`, the latest version) in `store`, or of a release
     directory (a path holding manifest.json, checked against its shard hashes first).
 
     only_kept: drop rows a filter rejected (`kept` false); undecided rows (null) are kept.
     cache_dir: where the rows are copied to a memory-mapped file (reused when it is there);
-    None keeps them in memory."""
-    source, batches = _source_batches(spec, store)
+    None keeps them in memory.
+    columns: the Sample fields to read (`sample_id` and `kept` are always among them)."""
+    schema = _schema(columns)
+    source, batches = _source_batches(spec, store, schema)
     cache = None
     if cache_dir is not None:
         name = f"{source.table}@{source.version}-{source.content_hash[:16]}"
-        cache = Path(cache_dir) / f"rows-{name}{'-kept' if only_kept else ''}.arrow"
+        fields = hashlib.sha256(",".join(schema.names).encode()).hexdigest()[:8]
+        cache = Path(cache_dir) / f"rows-{name}-{fields}{'-kept' if only_kept else ''}.arrow"
     if cache is not None and cache.is_file():
         table = _mapped(cache)
     else:
         kept = (_kept(b) if only_kept else b for b in batches)
-        table = _write_mapped(kept, cache) if cache is not None else _in_memory(kept)
+        table = (
+            _write_mapped(kept, cache, schema) if cache is not None else _in_memory(kept, schema)
+        )
     if table.num_rows == 0:
         raise DataError(f"{source.ref}: no rows to train on (is every row rejected?)")
     return source, RowTable(table)
 
 
 def load_rows(
-    spec: str, store: Store | None, *, only_kept: bool = True
+    spec: str,
+    store: Store | None,
+    *,
+    only_kept: bool = True,
+    columns: Sequence[str] = COLUMNS,
 ) -> tuple[DataSource, list[dict[str, Any]]]:
     """`open_rows` with every row read into memory as a dict, in sample_id order."""
-    source, table = open_rows(spec, store, only_kept=only_kept)
+    source, table = open_rows(spec, store, only_kept=only_kept, columns=columns)
     return source, table.rows(range(len(table)))
 
 
-_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("prompt", pa.string()),
-        ("completion", pa.string()),
-        ("track", pa.string()),
-        ("kept", pa.bool_()),
-    ]
-)
+def _schema(columns: Sequence[str]) -> pa.Schema:
+    """The Sample record's types for these columns (plus `sample_id` and `kept`), nullable:
+    every batch is cast to it, so an empty read and a memory-mapped one look alike."""
+    from store.record import SAMPLE_SCHEMA
+
+    names = list(dict.fromkeys([*columns, "sample_id", "kept"]))
+    unknown = [name for name in names if name not in SAMPLE_SCHEMA.names]
+    if unknown:
+        raise DataError(f"columns: {unknown} are not Sample fields")
+    return pa.schema([SAMPLE_SCHEMA.field(name).with_nullable(True) for name in names])
 
 
 def _kept(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -193,17 +204,17 @@ def _kept(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.filter(pc.fill_null(batch.column("kept"), True))
 
 
-def _in_memory(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    return pa.Table.from_batches(list(batches), schema=_SCHEMA)
+def _in_memory(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_batches(list(batches), schema=schema)
 
 
-def _write_mapped(batches: Iterable[pa.RecordBatch], path: Path) -> pa.Table:
+def _write_mapped(batches: Iterable[pa.RecordBatch], path: Path, schema: pa.Schema) -> pa.Table:
     """Write the batches to an uncompressed Arrow IPC file (beside it, then renamed: a killed
     writer leaves no half file under the final name) and memory-map it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for batch in batches:
                 writer.write_batch(batch)
         tmp.replace(path)
@@ -216,16 +227,20 @@ def _mapped(path: Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
-def _source_batches(spec: str, store: Store | None) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
+def _source_batches(
+    spec: str, store: Store | None, schema: pa.Schema
+) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
     path = Path(spec)
     if (path / "manifest.json").is_file():
-        return _release_batches(path)
+        return _release_batches(path, schema)
     if store is None:
         raise DataError(f"{spec!r}: not a release directory, and no store to read it from")
-    return _store_batches(spec, store)
+    return _store_batches(spec, store, schema)
 
 
-def _store_batches(spec: str, store: Store) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
+def _store_batches(
+    spec: str, store: Store, schema: pa.Schema
+) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
     try:
         ref = TableRef.parse(spec)
     except ValueError as err:
@@ -234,14 +249,14 @@ def _store_batches(spec: str, store: Store) -> tuple[DataSource, Iterator[pa.Rec
         version = store.latest_version(ref.table) if ref.version is None else ref.version
         rows = store.info(ref.table, version).rows
         content_hash = store.content_hash(ref.table, version)
-        batches = store.iter_batches(ref.table, version, COLUMNS)
+        batches = store.iter_batches(ref.table, version, schema.names)
     except StoreError as err:
         raise DataError(str(err)) from None
     source = DataSource(ref.table, version, content_hash, rows, store=store.root)
-    return source, (b.cast(_SCHEMA) for b in batches)
+    return source, (b.cast(schema) for b in batches)
 
 
-def _release_batches(path: Path) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
+def _release_batches(path: Path, schema: pa.Schema) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
     import pyarrow.parquet as pq
 
     from store.release import verify_release
@@ -262,8 +277,8 @@ def _release_batches(path: Path) -> tuple[DataSource, Iterator[pa.RecordBatch]]:
 
     def batches() -> Iterator[pa.RecordBatch]:
         for shard in shards:
-            for batch in pq.ParquetFile(shard).iter_batches(columns=COLUMNS):
-                yield batch.cast(_SCHEMA)
+            for batch in pq.ParquetFile(shard).iter_batches(columns=schema.names):
+                yield batch.cast(schema)
 
     return source, batches()
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,26 +197,117 @@ def build_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
 def corpus_table(store: Store, cfg: CorpusConfig, lineage: Lineage) -> TableRef:
     """`cfg.table` at a version holding exactly this corpus: the latest version when it was
     built from the same config (its lineage's config hash), else a new overwrite commit."""
-    digest = config_hash(cfg)
-    if store.exists(cfg.table):
-        latest = store.latest_version(cfg.table)
-        info = store.commit_info(cfg.table, latest)
+    return _built_table(
+        store,
+        cfg.table,
+        config_hash(cfg),
+        lambda: build_corpus(cfg),
+        lineage,
+        "toy pretraining corpus",
+    )
+
+
+def _built_table(
+    store: Store,
+    table: str,
+    digest: str,
+    build: Callable[[], list[dict[str, Any]]],
+    lineage: Lineage,
+    message: str,
+) -> TableRef:
+    """`table` at its latest version when that was built from the config hashed `digest`,
+    else the rows of `build()` committed as a new overwrite version."""
+    if store.exists(table):
+        latest = store.latest_version(table)
+        info = store.commit_info(table, latest)
         if info.lineage is not None and info.lineage.config_hash == digest:
-            return TableRef(cfg.table, latest)
+            return TableRef(table, latest)
     from store.record import to_table
 
     result = store.commit(
-        cfg.table,
-        to_table(build_corpus(cfg)),
+        table,
+        to_table(build()),
         lineage=Lineage(
             writer=lineage.writer,
             flow_run_id=lineage.flow_run_id,
             config_hash=digest,
-            message="toy pretraining corpus",
+            message=message,
         ),
         mode="overwrite",
     )
-    return TableRef(cfg.table, result.version)
+    return TableRef(table, result.version)
+
+
+# ----------------------------------------------------------------------------------------------
+# RL prompts
+
+
+def _default_prompt_families() -> dict[str, int]:
+    return {"toy-arithmetic": 2000, "toy-countdown": 2000}
+
+
+@dataclass(frozen=True)
+class PromptSetConfig:
+    """The toy prompts reinforcement learning samples from: tasks with gold answers and no
+    worked solution (the policy writes its own)."""
+
+    table: str = "toy-rl-prompts"
+    # Task seed: keep it apart from the corpus's (0) and from evaluation's (1000), so RL
+    # neither replays pretraining documents nor trains on the held-out problems.
+    seed: int = 1
+    difficulties: list[int] = field(default_factory=lambda: [1])
+    families: dict[str, int] = field(default_factory=_default_prompt_families)
+    # Leave out prompts whose text equals a held-out problem's (small toy families can draw
+    # the same problem under two seeds).
+    exclude_prompts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.families) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"families: unknown {unknown[0]!r}; known: {', '.join(SOURCES)}")
+        if any(n < 0 for n in self.families.values()) or not any(self.families.values()):
+            raise ValueError("families: counts must be >= 0, and at least one > 0")
+
+
+def build_prompt_set(cfg: PromptSetConfig) -> list[dict[str, Any]]:
+    """Every prompt of the set as a validated Sample row: prompt, gold, domain, track, source,
+    language; the completion is empty (nothing was sampled yet)."""
+    excluded = set(cfg.exclude_prompts)
+    rows = []
+    for difficulty in cfg.difficulties:
+        for name, count in cfg.families.items():
+            for task in SOURCES[name].generate(count, seed=cfg.seed, difficulty=difficulty):
+                if task.prompt in excluded:
+                    continue
+                rows.append(
+                    {
+                        "prompt_id": task.prompt_id,
+                        "prompt": task.prompt,
+                        "completion": "",
+                        "gold": task.gold,
+                        "domain": task.domain,
+                        "track": task.track,
+                        "source": task.source,
+                        "language": "en",
+                        "backend": BACKEND,
+                        "seed": cfg.seed,
+                        "sample_index": 0,
+                    }
+                )
+    return [validate_sample(r) for r in rows]
+
+
+def prompt_table(store: Store, cfg: PromptSetConfig, lineage: Lineage) -> TableRef:
+    """`cfg.table` at a version holding exactly this prompt set (reused when built from the
+    same config, else a new overwrite commit)."""
+    return _built_table(
+        store,
+        cfg.table,
+        config_hash(cfg),
+        lambda: build_prompt_set(cfg),
+        lineage,
+        "toy RL prompts",
+    )
 
 
 def toy_corpus() -> list[str]:
