@@ -239,16 +239,26 @@ def _say(run: str, line: str) -> None:
     print(f"  {run}: {line}", flush=True)
 
 
-def training(steps: int, batch: int, seq_len: int, *, control: bool, quick: bool) -> dict[str, Any]:
+def training(
+    steps: int,
+    batch: int,
+    seq_len: int,
+    *,
+    control: bool,
+    quick: bool,
+    work: Path | None = None,
+) -> dict[str, Any]:
     """FP32 and FP8 from seed 0 on the same batches, each one `run_training` call (the loop
     `r1f train` runs); with `control`, also FP32 from another initial seed on the same
-    batches, for the scale of run-to-run differences."""
+    batches, for the scale of run-to-run differences. `work`: the scratch directory
+    (default work/bench/fp8/quick or full; another bench passes its own, so both can run at
+    once)."""
     import shutil
 
     from trainer.metrics import read_metrics
     from trainer.train import run_training
 
-    work = WORK / ("quick" if quick else "full")
+    work = work or WORK / ("quick" if quick else "full")
     store, _, train_ref, held_ref = prepare(work, quick)
     plan = {"fp32": (False, 0), "fp8": (True, 0)}
     if control:
