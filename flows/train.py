@@ -139,9 +139,10 @@ def grpo_stage(
     has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
     from store.lineage import Lineage
     from store.store import Store
-    from trainer.recipe import RL_STAGES
+    from trainer.recipe import RL_STAGES, check_rl_stage
     from trainer.rl.grpo import run_grpo
 
+    check_rl_stage(cfg)
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
