@@ -107,14 +107,17 @@ def train_stage(
         ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
         say(f"corpus {ref} in {store.root}")
         cfg = replace(cfg, data=replace(cfg.data, source=str(ref)))
-        rows = store.read(ref.table, ref.version, ["prompt", "completion"])
-        vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
-        tokenizer_dir = corpus_tokenizer(
-            rows.get_column("prompt").to_list(),
-            rows.get_column("completion").to_list(),
-            vocab,
-            out / TOKENIZER_DIR,
-        )
+        # Continued pretraining (a checkpoint to start from) keeps the checkpoint's tokenizer;
+        # a model from scratch gets one trained on its corpus.
+        if cfg.model.checkpoint is None:
+            rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+            vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+            tokenizer_dir = corpus_tokenizer(
+                rows.get_column("prompt").to_list(),
+                rows.get_column("completion").to_list(),
+                vocab,
+                out / TOKENIZER_DIR,
+            )
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
