@@ -203,7 +203,34 @@ def test_a_single_process_checkpoint_resumes_on_two_processes(
     assert_same_curve(records(partial), records(single))
 
 
-# -- the other stages (slow: two more runs each) ------------------------------------------------
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["{ep: 2}", "{pp: 2}"])
+def test_expert_and_pipeline_runs_and_their_checkpoints(
+    setup: dict[str, Path], single: Path, layout: str
+) -> None:
+    """Expert parallelism (experts split, all-to-all) and a 1F1B pipeline through the CLI: the
+    curve, their checkpoint resumed on 1 process, and a 1-process checkpoint resumed under
+    them."""
+    root = setup["root"] / ("ep" if "ep" in layout else "pp")
+    root.mkdir()
+    config = root / "train.yaml"
+    config.write_text(config_text(setup["root"], setup["base"], f"parallel: {layout}\n"))
+    argv = ["train", "sft", "--config", str(config), "--nproc", "2"]
+    assert main([*argv, "--out", str(root / "two")]) == 0
+    assert_same_curve(records(root / "two"), records(single))
+
+    on_one = truncate_to(root / "two", CHECKPOINT_EVERY, root / "on-one")
+    plain = ["train", "sft", "--config", str(setup["config"]), "--out", str(on_one)]
+    assert main([*plain, "--resume"]) == 0
+    assert_same_curve(records(on_one), records(single))
+
+    on_two = truncate_to(single, CHECKPOINT_EVERY, root / "on-two")
+    assert main([*argv, "--out", str(on_two), "--resume"]) == 0
+    assert_same_curve(records(on_two), records(single))
+
+
+# -- the other stages (slow: two more runs each) ---------------------------------------------
 
 PRETRAIN = """\
 stage: pretrain
