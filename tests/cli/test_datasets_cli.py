@@ -213,7 +213,7 @@ def test_config_show_prints_the_resolved_config(tmp_path, capsys):
     code, out, _ = run(capsys, "config", "show", str(child))
     assert code == 0
     assert "name: child" in out and "seed: 3" in out and "root: /data/store" in out
-    assert "tasks_per_source: 25" in out  # defaults are filled in
+    assert "batch_rows: 2048" in out  # defaults are filled in
     code, out, _ = run(capsys, "config", "show", str(child), "--json")
     shown = json.loads(out)
     assert shown["config"]["seed"] == 3 and len(shown["config_hash"]) == 16
