@@ -372,6 +372,7 @@ def trl_step_time(
     happens inside the step) and the tokens it sampled."""
     from datasets import Dataset
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils import logging as hf_logging
     from trl import GRPOConfig, GRPOTrainer
 
@@ -419,6 +420,9 @@ def trl_step_time(
         train_dataset=dataset,
         callbacks=[StepClock()],
     )
+    # The per-step log lines and progress bar would bury the bench's table.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     trainer.train()
     lengths = [
         r["completions/mean_length"]

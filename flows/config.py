@@ -59,6 +59,8 @@ class RecipeConfig:
     # Relative to the working directory (not the config file), like the demo's: the cache key
     # hashes the base's config, its store root included.
     base_dir: str = "work/base"
+    # R1-Zero: GRPO from the base (trainer.recipe.r1_zero); null leaves the stage out.
+    r1_zero_config: str | None = field(default="configs/r1-zero-toy.yaml", metadata={"path": True})
     distill_config: str | None = field(default="configs/distill-toy.yaml", metadata={"path": True})
     # Distilled students and evaluation results go here, one directory per mixture version.
     runs_dir: str = field(default="work/recipe", metadata={"path": True})

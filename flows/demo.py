@@ -3,8 +3,8 @@
 The demo starts Prefect's embedded server (nothing to start by hand; its database stays in
 PREFECT_HOME, so the UI can show the runs afterwards), runs the `r1_recipe` flow
 (flows/recipe.py: toy base, curated data, rejection sampling from the newest checkpoint,
-verification, filtering and assembly, distillation, evaluation; the stages not built yet are
-listed as such), exports the mixture as a release and loads it back with `datasets`, and ends
+verification, filtering and assembly, distillation, evaluation; the stages the flow cannot
+run yet are listed as such), exports the mixture as a release and loads it back with `datasets`, and ends
 with a summary table: held-out accuracy of each model, the versions made and their sizes,
 where the card and plots are, and how to open the UI.
 
@@ -31,7 +31,7 @@ _THINK = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
 MODELS = (
     ("base", "toy base (pretrained)", "pretrain"),
     ("r1_zero", "R1-Zero (GRPO from the base)", "r1_zero"),
-    ("r1", "R1 (the four-stage recipe)", "final_rl"),
+    ("r1", "R1 (after final RL)", "final_rl"),
     ("student", "distilled student", "distill"),
 )
 
@@ -94,8 +94,8 @@ def _release(cfg: RunConfig, table: str, version: int, out: Path) -> tuple[Path,
 
 
 def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(model, family, greedy, pass@k) for each model of the recipe, 'not built' where the
-    stage that makes it does not exist yet."""
+    """(model, family, greedy, pass@k) for each model of the recipe, 'not run' where the flow
+    cannot run the stage that makes it yet."""
     from flows.recipe import RECIPE
 
     built = {stage.name for stage in RECIPE if stage.run is not None}
@@ -103,7 +103,7 @@ def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for label, title, stage in MODELS:
         report = state["evals"].get(label)
         if stage not in built:
-            rows.append((title, "", "not built yet", ""))
+            rows.append((title, "", "not run (stage not wired)", ""))
         elif not report:
             rows.append((title, "", "not evaluated", ""))
         else:

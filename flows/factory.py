@@ -427,6 +427,43 @@ def train(
     return train_task(cfg, str(out_dir), resume)
 
 
+@task(name="grpo-stage", cache_policy=NO_CACHE, persist_result=False)
+def grpo_task(cfg: Any, out_dir: str, resume: bool) -> dict[str, Any]:
+    from flows.train import grpo_stage
+
+    return grpo_stage(cfg, out_dir=out_dir, resume=resume, say=_say).to_dict()
+
+
+@flow(name="rl", log_prints=True)
+def rl(
+    config: str,
+    out: str | None = None,
+    checkpoint: str | None = None,
+    resume: bool = True,
+    store: str | None = None,
+) -> dict[str, Any]:
+    """Run one GRPO stage of the recipe (r1_zero, reasoning_rl, final_rl; trainer.recipe) from
+    its config: `checkpoint` replaces the checkpoint it starts from (the recipe passes the one
+    its previous stage made), `store` the store its prompt table goes to."""
+    from flows.train import load_grpo_stage_config
+
+    cfg = load_grpo_stage_config(config)
+    if checkpoint is not None:
+        cfg = replace(cfg, model=replace(cfg.model, checkpoint=checkpoint))
+    if store is not None:
+        cfg = replace(cfg, store=replace(cfg.store, root=store))
+    out_dir = out or cfg.out_dir
+    _say(f"rl {cfg.stage}: {config} from {cfg.model.checkpoint} -> {out_dir}")
+    result = grpo_task(cfg, str(out_dir), resume)
+    # The GRPO loop does not announce its checkpoint (the SFT loop does): announce it here, so
+    # that a reasoning-RL checkpoint triggers rejection sampling (prefect.yaml).
+    from store.events import checkpoint_created
+
+    made = Path(result["out_dir"]).resolve()
+    checkpoint_created(made.name, str(made), cfg.stage, int(result["steps"]))
+    return result
+
+
 @contextmanager
 def exclusive(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock_file` (waiting for it): two runs for one version
@@ -544,6 +581,7 @@ __all__ = [
     "generate",
     "generate_and_verify",
     "publish_version",
+    "rl",
     "run_generation",
     "task_runner",
     "train",

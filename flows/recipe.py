@@ -3,23 +3,27 @@
 R1's order (the seed, section 2.3), and what runs today:
 
     pretrain            the toy base model                       built (flows.factory.train)
-    r1_zero             GRPO from the base                        not built yet (issue 11)
-    cold_start          SFT on curated long chains of thought     not built yet (issue 11)
-    reasoning_rl        GRPO with language consistency            not built yet (issue 11)
+    r1_zero             GRPO from the base                        built (flows.factory.rl over
+                                                                  trainer.recipe.r1_zero)
+    cold_start          SFT on curated long chains of thought     in trainer.recipe; not wired
+    reasoning_rl        GRPO with language consistency            in trainer.recipe; not wired
     curated_data        the task sources' worked solutions        built (stands in for the
                                                                   curated and non-reasoning data)
     rejection_sampling  generate from the newest checkpoint,      built (generate, verify,
                         verify, filter and assemble               filter_and_assemble flows)
-    rejection_sft       SFT on that mixture                       not built yet (issue 11)
-    final_rl            RL on all prompt kinds                    not built yet (issue 11)
+    rejection_sft       SFT on that mixture                       in trainer.recipe; not wired
+    final_rl            RL on all prompt kinds                    in trainer.recipe; not wired
     distill             a dense student on the mixture            built (flows.factory.distill)
     evaluate            held-out accuracy of every model          built
 
 A stage is an entry of `RECIPE`: a name, what it does, and the function that runs it on the
-recipe's state (`None` while it is not built: the flow lists it as such, nothing pretends it
-ran). When the GRPO stages land, each is one function here (`r1_zero`: `train` on its config
-from `state.newest`, setting `state.models["r1_zero"]` and `state.newest`), and rejection
-sampling then generates from the RL checkpoint instead of the base, with no other change.
+recipe's state (`None` while the flow cannot run it: the flow lists it as such, nothing
+pretends it ran). R1-Zero runs from the base and becomes the newest checkpoint, so rejection
+sampling generates from it (R1 collected part of its cold-start data from an R1-Zero-like
+model). The trainer has the other stages as functions (trainer.recipe); each joins here as one
+function with a toy config of its own (`rl` or `train` from `state.newest`, setting
+`state.models[name]` and `state.newest`), and rejection sampling then samples the reasoning-RL
+checkpoint with no other change.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from flows.factory import (
     distill,
     filter_and_assemble,
     generate,
+    rl,
     train,
     verify,
 )
@@ -75,8 +80,8 @@ StageFn = Callable[[RunConfig, str, RecipeState], None]
 class RecipeStage:
     name: str
     what: str
-    run: StageFn | None  # None: not built yet
-    where: str = ""  # who builds it, while it is not built
+    run: StageFn | None  # None: the flow cannot run it yet
+    where: str = ""  # why not, while it cannot
 
 
 def _summary(model_dir: Path) -> dict[str, Any]:
@@ -104,6 +109,23 @@ def pretrain(cfg: RunConfig, config: str, state: RecipeState) -> None:
     state.models["base"] = str(out)
     state.newest = str(out)
     state.evals["base"] = _summary(out).get("eval_after") or {}
+
+
+def r1_zero(cfg: RunConfig, config: str, state: RecipeState) -> None:
+    """GRPO from the base with the accuracy and format rewards; the newest checkpoint after."""
+    if cfg.recipe.r1_zero_config is None:
+        _say("r1_zero: left out (recipe.r1_zero_config is null)")
+        return
+    out = Path(cfg.recipe.runs_dir) / "r1-zero"
+    result = rl(
+        cfg.recipe.r1_zero_config,
+        out=str(out),
+        checkpoint=state.models["base"],
+        resume=False,
+        store=cfg.store.root,
+    )
+    state.models["r1_zero"] = result["out_dir"]
+    state.newest = result["out_dir"]
 
 
 def curated_data(cfg: RunConfig, config: str, state: RecipeState) -> None:
@@ -173,20 +195,20 @@ def evaluate(cfg: RunConfig, config: str, state: RecipeState) -> None:
             )
 
 
-GRPO = "issue 11 (branch grpo)"
+UNWIRED = "trainer.recipe has it; no toy config wired into this flow yet"
 RECIPE: tuple[RecipeStage, ...] = (
     RecipeStage("pretrain", "the toy base model", pretrain),
-    RecipeStage("r1_zero", "GRPO from the base: accuracy + format rewards", None, GRPO),
-    RecipeStage("cold_start", "SFT on a small curated long-CoT set", None, GRPO),
-    RecipeStage("reasoning_rl", "GRPO with the language-consistency reward", None, GRPO),
+    RecipeStage("r1_zero", "GRPO from the base: accuracy + format rewards", r1_zero),
+    RecipeStage("cold_start", "SFT on a small curated long-CoT set", None, UNWIRED),
+    RecipeStage("reasoning_rl", "GRPO with the language-consistency reward", None, UNWIRED),
     RecipeStage("curated_data", "worked solutions of the toy sources, judged", curated_data),
     RecipeStage(
         "rejection_sampling",
         "generate from the newest checkpoint, verify, filter and assemble",
         rejection_sampling,
     ),
-    RecipeStage("rejection_sft", "SFT on the rejection-sampled mixture", None, GRPO),
-    RecipeStage("final_rl", "RL on every prompt kind", None, GRPO),
+    RecipeStage("rejection_sft", "SFT on the rejection-sampled mixture", None, UNWIRED),
+    RecipeStage("final_rl", "RL on every prompt kind", None, UNWIRED),
     RecipeStage("distill", "a dense student fine-tuned on the mixture", distill_student),
     RecipeStage("evaluate", "held-out accuracy of every model made", evaluate),
 )
@@ -194,12 +216,12 @@ RECIPE: tuple[RecipeStage, ...] = (
 
 @flow(name="r1-recipe", log_prints=True)
 def r1_recipe(config: str, store: str | None = None) -> dict[str, Any]:
-    """Run every built stage of `RECIPE` in order; list the others as not built."""
+    """Run every stage of `RECIPE` the flow can run, in order; list the others as not run."""
     cfg = _load(config, store)
     state = RecipeState()
     for stage in RECIPE:
         if stage.run is None:
-            _say(f"== {stage.name}: not built yet ({stage.where}): {stage.what}")
+            _say(f"== {stage.name}: not run ({stage.where}): {stage.what}")
             continue
         _say(f"== {stage.name}: {stage.what}")
         started = time.perf_counter()

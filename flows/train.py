@@ -121,14 +121,17 @@ def train_stage(
             store = Store.from_config(cfg.store)
             ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
             say(f"corpus {ref} in {store.root}")
-            rows = store.read(ref.table, ref.version, ["prompt", "completion"])
-            vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
-            corpus_tokenizer(
-                rows.get_column("prompt").to_list(),
-                rows.get_column("completion").to_list(),
-                vocab,
-                out / TOKENIZER_DIR,
-            )
+            # Continued pretraining (a checkpoint to start from) keeps the checkpoint's
+            # tokenizer; a model from scratch gets one trained on its corpus.
+            if cfg.model.checkpoint is None:
+                rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+                vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+                corpus_tokenizer(
+                    rows.get_column("prompt").to_list(),
+                    rows.get_column("completion").to_list(),
+                    vocab,
+                    out / TOKENIZER_DIR,
+                )
             source = str(ref)
         if world > 1:
             import torch.distributed as dist
@@ -137,7 +140,8 @@ def train_stage(
             dist.broadcast_object_list(shared, src=0)
             source = shared[0]
         cfg = replace(cfg, data=replace(cfg.data, source=source))
-        tokenizer_dir = out / TOKENIZER_DIR
+        if cfg.model.checkpoint is None:
+            tokenizer_dir = out / TOKENIZER_DIR
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
@@ -162,9 +166,10 @@ def grpo_stage(
     has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
     from store.lineage import Lineage
     from store.store import Store
-    from trainer.recipe import RL_STAGES
+    from trainer.recipe import RL_STAGES, check_rl_stage
     from trainer.rl.grpo import run_grpo
 
+    check_rl_stage(cfg)
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )

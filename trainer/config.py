@@ -178,7 +178,9 @@ class ParallelConfig:
     # Pipeline micro-batches per step (pp > 1): the data rank's rows of the step are split
     # into this many; None takes loop.grad_accum (one per loop micro-batch).
     microbatches: int | None = None
-    data_parallel: DataParallelMode = "fsdp"
+    # How the data group shares the model: FSDP2 shards it, DDP replicates it. None: fsdp for
+    # our DeepSeek-V3, ddp for a transformers model (model.kind: hf), which FSDP here leaves.
+    data_parallel: DataParallelMode | None = None
     # DualPipeV only: run each overlapped pair (one micro-batch's forward, another's backward)
     # concurrently instead of one after the other; see trainer/parallel/overlap.py.
     overlap: bool = False
@@ -202,11 +204,11 @@ class ParallelConfig:
             )
         if self.schedule not in SCHEDULE_NAMES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_NAMES)}")
-        if self.data_parallel not in ("fsdp", "ddp"):
+        if self.data_parallel not in (None, "fsdp", "ddp"):
             raise ValueError(f"data_parallel must be fsdp or ddp, got {self.data_parallel!r}")
         if self.overlap and (self.schedule != "dualpipev" or self.pp == 1):
             raise ValueError("overlap needs schedule: dualpipev and pp > 1")
-        if self.overlap and self.data_parallel == "fsdp" and self.data_size > 1:
+        if self.overlap and self.data_parallel != "ddp" and self.data_size > 1:
             raise ValueError(
                 "overlap with FSDP: its gathers and reductions from the overlapped forward and "
                 "backward would share one process group; use data_parallel: ddp"

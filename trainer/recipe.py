@@ -175,6 +175,18 @@ def rejection_sft(
     return run_training(cfg, out_dir=out_dir, resume=resume, eval_problems=eval_problems, say=say)
 
 
+def check_rl_stage(cfg: GRPOConfig) -> None:
+    """The check of `cfg.stage` (plain `grpo` has none): a caller runs it before it builds
+    anything, so a config for the wrong stage fails first."""
+    checks = {
+        "r1_zero": check_r1_zero,
+        "reasoning_rl": check_reasoning_rl,
+        "final_rl": check_final_rl,
+    }
+    if cfg.stage in checks:
+        checks[cfg.stage](cfg)
+
+
 # Stage name -> function, for a flow that runs the recipe from a list of stage configs.
 RL_STAGES: dict[str, Callable[..., GRPOSummary]] = {
     "r1_zero": r1_zero,

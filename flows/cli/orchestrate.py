@@ -67,6 +67,13 @@ FLOWS: dict[str, FlowCommand] = {
         ("out",),
         stage_config=True,
     ),
+    "rl": FlowCommand(
+        "flows.factory",
+        "rl",
+        "one GRPO stage (r1_zero, reasoning_rl, final_rl) from its config",
+        ("out", "model_dir"),
+        stage_config=True,
+    ),
     "distill": FlowCommand(
         "flows.factory",
         "distill",
@@ -104,6 +111,8 @@ def flow_parameters(name: str, args: argparse.Namespace) -> dict[str, Any]:
         params[key] = value
     if "model_dir" in params and name == "distill":
         params["teacher"] = params.pop("model_dir")
+    if "model_dir" in params and name == "rl":
+        params["checkpoint"] = params.pop("model_dir")
     if args.store is not None:
         params["store"] = args.store
     return params
@@ -111,7 +120,11 @@ def flow_parameters(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def check_config(spec: FlowCommand, path: str) -> None:
     """Load the config the flow will load: its mistakes surface here, as one line."""
-    if spec.stage_config:
+    if spec.function == "rl":
+        from flows.train import load_grpo_stage_config
+
+        load_grpo_stage_config(path)
+    elif spec.stage_config:
         from flows.train import load_stage_config
 
         load_stage_config(path)
@@ -210,9 +223,10 @@ def register(commands: Any) -> None:
         "--model-dir",
         dest="model_dir",
         metavar="DIR",
-        help="generate, rejection-sampling: the checkpoint to sample; distill: the teacher",
+        help="generate, rejection-sampling: the checkpoint to sample; distill: the teacher; "
+        "rl: the checkpoint to start from",
     )
-    p.add_argument("--out", metavar="DIR", help="train: the checkpoint directory")
+    p.add_argument("--out", metavar="DIR", help="train, rl: the checkpoint directory")
 
     s = add_command(
         commands,

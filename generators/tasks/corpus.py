@@ -18,6 +18,13 @@ stands for one property R1-Zero needs in its base:
   stories switch between English and Chinese sentence by sentence. The chains of thought of
   such a base mix languages sometimes: what R1's language-consistency reward is for
   (`verifiers.language` counts the Chinese words as off-target for English).
+- **Arithmetic facts.** `drill_documents` plain-text documents of `drill_facts` one-step
+  facts each (`7*8=56.`, `56/8=7.`, `63+9=72.`, `70-63=7.`, one per line, written as the
+  worked solutions write a step, operands in the ranges the difficulty-1 families use). A
+  base model has met far more arithmetic than a few thousand worked problems hold; without
+  the drills the tiny base copies the problem's numbers into its steps but gets most single
+  steps wrong (measured: docs/grpo.md), which leaves reinforcement learning no correct
+  samples to reinforce.
 - **Held-out problems.** Every task is drawn with task seed `seed` (and its index); evaluation
   draws with other seeds, so its problems were never trained on (up to the chance that two
   seeds draw the same small problem, which the docs measure).
@@ -74,6 +81,8 @@ class CorpusConfig:
     r1_format_share: float = 0.2
     mixed_language_share: float = 0.1
     text_documents: int = 200
+    drill_documents: int = 0
+    drill_facts: int = 8  # facts per drill document
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.families) - set(SOURCES))
@@ -84,6 +93,8 @@ class CorpusConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.text_documents < 0 or any(n < 0 for n in self.families.values()):
             raise ValueError("document counts must be >= 0")
+        if self.drill_documents < 0 or self.drill_facts < 1:
+            raise ValueError("drill_documents must be >= 0 and drill_facts >= 1")
 
 
 def with_chinese_connectives(think: str, rng: random.Random) -> str:
@@ -145,6 +156,37 @@ def mixed_text(rng: random.Random) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Arithmetic fact drills
+
+DRILL_SOURCE = "toy-arithmetic-drill"
+
+
+def arithmetic_fact(rng: random.Random) -> str:
+    """One step as the difficulty-1 worked solutions write it: a product of two operands up
+    to 20, the division that undoes one, or a sum or difference with a result up to 100."""
+    op = rng.choice("*/+-")
+    if op == "*":
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        return f"{a}*{b}={a * b}."
+    if op == "/":
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        return f"{a * b}/{b}={a}."
+    if op == "+":
+        b = rng.randint(1, 20)
+        a = rng.randint(0, 100 - b)
+        return f"{a}+{b}={a + b}."
+    a = rng.randint(1, 100)
+    b = rng.randint(1, min(a, 40))
+    return f"{a}-{b}={a - b}."
+
+
+def drill_document(rng: random.Random, facts: int) -> tuple[str, str]:
+    """(prompt, facts): a short list of arithmetic facts, one per line."""
+    prompt = rng.choice(("Arithmetic practice.", "Some sums and products.", "Facts to learn."))
+    return prompt, "\n".join(arithmetic_fact(rng) for _ in range(facts))
+
+
+# ----------------------------------------------------------------------------------------------
 # Rows and the table
 
 
@@ -187,6 +229,24 @@ def build_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
                 "source": TEXT_SOURCE,
                 "backend": BACKEND,
                 "model_id": "mixed",
+                "seed": cfg.seed,
+                "sample_index": 0,
+            }
+        )
+    for index in range(cfg.drill_documents):
+        prompt, facts = drill_document(
+            random.Random(f"corpus-drill:{cfg.seed}:{index}"), cfg.drill_facts
+        )
+        rows.append(
+            {
+                "prompt_id": f"{DRILL_SOURCE}-s{cfg.seed}-{index}",
+                "prompt": prompt,
+                "completion": facts,
+                "domain": "math",
+                "track": "non_reasoning",
+                "source": DRILL_SOURCE,
+                "backend": BACKEND,
+                "model_id": "drill",
                 "seed": cfg.seed,
                 "sample_index": 0,
             }

@@ -32,6 +32,14 @@ def write_demo_config(tmp_path: Path) -> Path:
         "loop: {steps: 2, rows_per_micro_batch: 2, threads: 1, tensorboard: false, progress: false}\n"
         "eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n"
     )
+    zero = tmp_path / "r1-zero.yaml"  # R1-Zero: two GRPO steps of two groups of two
+    zero.write_text(
+        f"extends: {ROOT / 'configs/r1-zero-toy.yaml'}\n"
+        "prompt_set: {families: {toy-arithmetic: 8}}\n"
+        "rollout: {prompts_per_step: 2, group_size: 2, max_tokens: 8, max_batch_rows: 4}\n"
+        "loop: {steps: 2, checkpoint_every: 0}\n"
+        "eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n"
+    )
     config = tmp_path / "demo.yaml"
     config.write_text(
         f"""
@@ -41,6 +49,7 @@ flows: {{executor: process, workers: 1}}
 recipe:
   base_config: {base}
   base_dir: {tmp_path / "base"}
+  r1_zero_config: {zero}
   distill_config: {student}
   runs_dir: {tmp_path / "runs"}
   reference_per_source: 3
@@ -77,12 +86,16 @@ def test_demo_runs_the_recipe_through_the_flows(tmp_path, capsys, caplog, monkey
     assert "pretrain: training the toy base" in out
     for stage in RECIPE:
         if stage.run is None:
-            assert f"{stage.name}: not built yet" in out
+            assert f"{stage.name}: not run" in out
     # 8 sources x 3 worked solutions; 6 prompts x 1 sample from the base.
     assert "curated data: 24 worked solutions (24 new) -> toy-reference" in out
     assert "generate toy-generated: 6 prompts in 2 shards, 0 already committed" in out
     assert "datasets.load_dataset:" in out and "manifest checked" in out
-    assert "R1-Zero (GRPO from the base)" in out and "not built yet" in out
+    # R1-Zero ran from the base, and the samples came from it.
+    assert "rl r1_zero:" in out and "generate toy-generated" in out
+    assert (tmp_path / "runs" / "r1-zero" / "train_summary.json").is_file()
+    assert "local:r1-zero@" in out
+    assert "R1 (after final RL)" in out and "not run (stage not wired)" in out
     assert (tmp_path / "out" / "release" / "README.md").is_file()
     student = next((tmp_path / "runs").glob("distill-toy-mixture-v*"))
     assert (student / "train_summary.json").is_file()

@@ -223,7 +223,7 @@ def test_ctrl_c_stops_training_and_resume_finishes_it(setup: dict[str, Path]) ->
         stderr=subprocess.PIPE,
         env={**__import__("os").environ, "PYTHONPATH": repo},
     )
-    deadline = time.monotonic() + 120  # a hang guard, not a timing
+    deadline = time.monotonic() + 600  # a hang guard (the machine may be busy), not a timing
     while not list(out.glob("checkpoints/step-*")):
         assert child.poll() is None, "training ended before it could be interrupted"
         assert time.monotonic() < deadline, "no checkpoint was written"

@@ -133,7 +133,7 @@ class ParallelModel:
         # Gradients averaged by hand after each step (see trainer.parallel.data): under DDP,
         # the expert-parallel experts always, and everything when a pipeline runs the stages.
         self._manual_reduce: Literal["none", "experts", "all"] = "none"
-        if data_mesh is not None and config.data_parallel == "fsdp":
+        if data_mesh is not None and config.data_parallel != "ddp":  # None: fsdp
             expert_mesh = mesh["dp"] if config.ep > 1 else None
             parts = [apply_fsdp(p, data_mesh, expert_mesh) for p in parts]
         elif data_mesh is not None and config.pp == 1:
@@ -168,7 +168,7 @@ class ParallelModel:
             sums, load = self._pipeline_step(micro_batches, objective)
         else:
             sums, load = self._accumulation_step(micro_batches, objective)
-        if self.config.data_parallel == "fsdp" and self.config.ep > 1 and self.data_group:
+        if self.config.data_parallel != "ddp" and self.config.ep > 1 and self.data_group:
             for part in self.parts:
                 divide_expert_gradients(part, self.config.ep)
         if self._manual_reduce != "none":

@@ -116,7 +116,7 @@ def layout_problem(cfg: TrainConfig, facts: ModelFacts) -> str | None:
     if facts.kind == "hf" and p.dp_size > 1 and p.data_parallel == "fsdp":
         return (
             "parallel.data_parallel: fsdp shards our DeepSeek-V3; a transformers model "
-            "(model.kind: hf) trains under ddp: set data_parallel: ddp"
+            "(model.kind: hf) trains under ddp: set data_parallel: ddp or leave it out"
         )
     if p.ep > 1 and (facts.n_routed_experts == 0 or facts.n_routed_experts % p.ep):
         return (

@@ -203,6 +203,82 @@ def test_a_single_process_checkpoint_resumes_on_two_processes(
     assert_same_curve(records(partial), records(single))
 
 
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["{ep: 2}", "{pp: 2}"])
+def test_expert_and_pipeline_runs_and_their_checkpoints(
+    setup: dict[str, Path], single: Path, layout: str
+) -> None:
+    """Expert parallelism (experts split, all-to-all) and a 1F1B pipeline through the CLI: the
+    curve, their checkpoint resumed on 1 process, and a 1-process checkpoint resumed under
+    them."""
+    root = setup["root"] / ("ep" if "ep" in layout else "pp")
+    root.mkdir()
+    config = root / "train.yaml"
+    config.write_text(config_text(setup["root"], setup["base"], f"parallel: {layout}\n"))
+    argv = ["train", "sft", "--config", str(config), "--nproc", "2"]
+    assert main([*argv, "--out", str(root / "two")]) == 0
+    assert_same_curve(records(root / "two"), records(single))
+
+    on_one = truncate_to(root / "two", CHECKPOINT_EVERY, root / "on-one")
+    plain = ["train", "sft", "--config", str(setup["config"]), "--out", str(on_one)]
+    assert main([*plain, "--resume"]) == 0
+    assert_same_curve(records(on_one), records(single))
+
+    on_two = truncate_to(single, CHECKPOINT_EVERY, root / "on-two")
+    assert main([*argv, "--out", str(on_two), "--resume"]) == 0
+    assert_same_curve(records(on_two), records(single))
+
+
+# -- the other stages (slow: two more runs each) ---------------------------------------------
+
+PRETRAIN = """\
+stage: pretrain
+seed: 3
+store: {{root: {store}}}
+corpus:
+  table: toy-nproc
+  families: {{toy-arithmetic: 40, toy-countdown: 20}}
+  text_documents: 5
+model: {{preset: debug}}
+data: {{seq_len: 64, chat_share: 0.3, loss_on: all}}
+optim: {{lr: 3.0e-3, warmup_steps: 2}}
+loop: {{steps: 4, rows_per_micro_batch: 4, grad_accum: 2, log_every: 1, threads: 1,
+  tensorboard: false, progress: false}}
+eval: {{problems: 0}}
+"""
+
+STUDENT = (
+    '{"model_type": "qwen2", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, '
+    '"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, '
+    '"max_position_embeddings": 512}'
+)
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "distill"])
+def test_other_stages_on_two_processes_match_one(setup: dict[str, Path], stage: str) -> None:
+    """pretrain: rank 0 alone builds the corpus version and the tokenizer, the other rank
+    reads them; distill: a transformers student (Qwen2) under DDP."""
+    root = setup["root"] / stage
+    root.mkdir()
+    config = root / "train.yaml"
+    if stage == "pretrain":
+        config.write_text(PRETRAIN.format(store=root / "store"))
+    else:
+        (root / "student.json").write_text(STUDENT)
+        text = config_text(setup["root"], setup["base"]).replace("stage: sft", "stage: distill")
+        model = f"model: {{kind: hf, hf_config: {root / 'student.json'}, tokenizer: "
+        config.write_text(
+            text.replace(f"model: {{checkpoint: {setup['base']}", model + str(setup["base"]))
+        )
+    argv = ["train", stage, "--config", str(config)]
+    assert main([*argv, "--out", str(root / "two"), "--nproc", "2"]) == 0
+    assert main([*argv, "--out", str(root / "one")]) == 0
+    assert_same_curve(records(root / "two"), records(root / "one"))
+
+
 # -- bad flags: one line, exit 2, before any process starts (default tier) -------------------
 
 
