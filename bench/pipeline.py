@@ -10,7 +10,8 @@ schedules' step times measured on gloo.
    all of them do. Cases outside the conditions are printed too (there the simulation is the
    right number and the formula an estimate). Writes the timelines of one case as a PNG.
 2. Real schedules (`trainer.parallel`, gloo on loopback, 2 processes, one torch thread each):
-   one training step of a tiny DeepSeek-V3 (MLA, MoE, MTP) on the same global batch under
+   the training loop's step (`trainer.train.train_step`) of a tiny DeepSeek-V3 (MLA, MoE, MTP)
+   on the same global batch of packed rows under
    Schedule1F1B (2 stages), ScheduleDualPipeV (4 stages folded on 2 ranks), and DualPipeV with
    the overlap hook; and the plain single-process step as the anchor. Median wall time per
    step. `ratio` is 1F1B's step time over DualPipeV's (higher: DualPipeV faster);
@@ -124,60 +125,48 @@ def simulation(pps: list[int], png: Path) -> dict[str, Any]:
     }
 
 
-def single_process_step_s(
-    args: Any, tokens: torch.Tensor, targets: torch.Tensor, steps: int
-) -> float:
-    from trainer.model import Transformer
-    from trainer.parallel.pipeline import training_loss
-
-    torch.manual_seed(0)
-    model = Transformer(args)
-    seconds = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        out = model(tokens, mtp=True)
-        assert out.aux_loss is not None
-        training_loss(out.logits, out.mtp_logits, out.aux_loss, targets, args.mtp_lambda).backward()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[1:])  # the first step warms up
-
-
 def real_schedules(quick: bool) -> dict[str, Any]:
+    from trainer.config import LoopConfig, OptimConfig, ParallelConfig
     from trainer.model import tiny
-    from trainer.parallel.check import parallel_steps
+    from trainer.parallel.check import StepCase, loop_steps, loop_steps_many, random_documents
     from trainer.parallel.launch import spawn
-    from trainer.parallel.parallelize import ParallelDims
 
     steps = 3 if quick else 10
     batch, seq, micro = (8, 32, 4) if quick else (16, 64, 8)
     args = tiny()
-    data = torch.randint(
-        0, args.vocab_size, (batch, seq + 1), generator=torch.Generator().manual_seed(0)
+    # The loop's own step (trainer.train.train_step) on packed rows of random documents; the
+    # single process runs the step's rows as one micro-batch, the pipelines as `micro`.
+    case = StepCase(
+        args,
+        random_documents(batch * steps * 4, args.vocab_size, seed=0),
+        seq_len=seq,
+        loop=LoopConfig(rows_per_micro_batch=batch, grad_accum=1),
+        optim=OptimConfig(lr=1e-3, warmup_steps=1),
+        steps=1,  # the first step warms up
+        timed_steps=steps,
     )
-    tokens, targets = data[:, :-1], data[:, 1:]
-    configs = {
-        "1f1b": ParallelDims(pp=2, microbatches=micro),
-        "dualpipev": ParallelDims(pp=2, microbatches=micro, schedule="dualpipev"),
-        "dualpipev_overlap": ParallelDims(
+    layouts = {
+        "1f1b": ParallelConfig(pp=2, microbatches=micro),
+        "dualpipev": ParallelConfig(pp=2, microbatches=micro, schedule="dualpipev"),
+        "dualpipev_overlap": ParallelConfig(
             pp=2, microbatches=micro, schedule="dualpipev", overlap=True
         ),
     }
     started = time.perf_counter()
-    per_rank = spawn(
-        parallel_steps, 2, (configs, args, 0, tokens, targets, 0.001, steps), timeout_s=900
-    )
+    cases = {name: case.under(layout) for name, layout in layouts.items()}
+    per_rank = spawn(loop_steps_many, 2, (cases,), timeout_s=900)
     wall = time.perf_counter() - started
     torch.set_num_threads(1)
-    single = single_process_step_s(args, tokens, targets, steps)
+    single = statistics.median(loop_steps(0, 1, case).seconds)
     figures: dict[str, Any] = {"step_s_single_process": rounded(single, 4)}
     rows = [["single process", 1, 1, rounded(single, 4), 1.0]]
-    for name, dims in configs.items():
-        # A step ends with the loss all-reduce: ranks finish together; take the slower one.
+    for name, layout in layouts.items():
+        # A step ends with the logged sums' all-reduce: ranks finish together; take the
+        # slower one.
         per_step = [max(r[name].seconds[i] for r in per_rank) for i in range(steps)]
         step = statistics.median(per_step)
         figures[f"step_s_{name}"] = rounded(step, 4)
-        stages = dims.pp * (2 if dims.schedule == "dualpipev" else 1)
-        rows.append([name, dims.pp, stages, rounded(step, 4), rounded(step / single, 2)])
+        rows.append([name, layout.pp, layout.stages, rounded(step, 4), rounded(step / single, 2)])
     print(
         f"\nreal schedules on gloo: 2 processes x 1 thread, tiny model, batch {batch} x "
         f"{seq} tokens, {micro} micro-batches, median of {steps} steps"

@@ -84,6 +84,15 @@ def corpus_tokenizer(
     return out_dir
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a distributed run; (0, 1) alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train_stage(
     cfg: StageConfig,
     *,
@@ -91,7 +100,8 @@ def train_stage(
     resume: bool = False,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
-    """Run one training stage: corpus and tokenizer first when the config has a corpus."""
+    """Run one training stage: corpus and tokenizer first when the config has a corpus.
+    Under torchrun (`r1f train --nproc N`) every rank calls this inside the process group."""
     from store.lineage import Lineage
     from store.store import Store
     from trainer.train import run_training
@@ -100,24 +110,38 @@ def train_stage(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir: Path | None = None
     if cfg.corpus is not None:
-        from generators.tasks.corpus import corpus_table
-        from trainer.init import model_args
+        # Distributed, rank 0 alone writes the corpus version and the tokenizer; the other
+        # ranks learn the version from it and read the same files.
+        rank, world = _rank()
+        source = ""
+        if rank == 0:
+            from generators.tasks.corpus import corpus_table
+            from trainer.init import model_args
 
-        store = Store.from_config(cfg.store)
-        ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
-        say(f"corpus {ref} in {store.root}")
-        cfg = replace(cfg, data=replace(cfg.data, source=str(ref)))
-        # Continued pretraining (a checkpoint to start from) keeps the checkpoint's tokenizer;
-        # a model from scratch gets one trained on its corpus.
+            store = Store.from_config(cfg.store)
+            ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
+            say(f"corpus {ref} in {store.root}")
+            # Continued pretraining (a checkpoint to start from) keeps the checkpoint's
+            # tokenizer; a model from scratch gets one trained on its corpus.
+            if cfg.model.checkpoint is None:
+                rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+                vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+                corpus_tokenizer(
+                    rows.get_column("prompt").to_list(),
+                    rows.get_column("completion").to_list(),
+                    vocab,
+                    out / TOKENIZER_DIR,
+                )
+            source = str(ref)
+        if world > 1:
+            import torch.distributed as dist
+
+            shared = [source]
+            dist.broadcast_object_list(shared, src=0)
+            source = shared[0]
+        cfg = replace(cfg, data=replace(cfg.data, source=source))
         if cfg.model.checkpoint is None:
-            rows = store.read(ref.table, ref.version, ["prompt", "completion"])
-            vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
-            tokenizer_dir = corpus_tokenizer(
-                rows.get_column("prompt").to_list(),
-                rows.get_column("completion").to_list(),
-                vocab,
-                out / TOKENIZER_DIR,
-            )
+            tokenizer_dir = out / TOKENIZER_DIR
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )

@@ -2,7 +2,9 @@
 
     model = DeepSeekV3Model(transformer)          # or HFCausalLM(AutoModelForCausalLM...)
     counts = model.count_targets(batch)           # scored positions, per loss term
-    out = model.losses(batch, step_counts)        # out.total is what backward() takes
+    counts = model.sum_over_ranks(counts)         # the step's counts over every data rank
+    parts = model.forward_backward(batches, counts)   # gradients in the parameters
+    norm = model.clip_grad_norm(max_norm)         # the global gradient norm, before clipping
     model.after_step(step_load)                   # router-bias update; MaxVio per router
     model.save(dir, tokenizer_dir=..., extra_config=...)
 
@@ -17,13 +19,19 @@ saved and what the router update reaches into.
 Losses are sums over tokens divided by the step's counts (summed over all micro-batches of
 the optimizer step before any forward), so a step of k micro-batches has exactly the gradient
 of one batch k times as large: accumulation changes nothing but memory.
+
+The two adapters here run in one process (`OneProcess`: `sum_over_ranks` returns its input,
+`forward_backward` runs the micro-batches one after the other, `clip_grad_norm` clips the
+module's own gradients). `trainer.parallel.training.DistributedModel` implements the same
+interface over ranks: counts summed over the data group, the forward/backward spread over
+data, expert and pipeline ranks, the norm taken over every rank's gradients.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +44,7 @@ from trainer.data import IGNORE_INDEX, Batch
 from trainer.model import Transformer, add_expert_load, update_router_bias
 from trainer.model.losses import lm_loss, mtp_targets
 from trainer.model.model import document_positions
+from trainer.optim import clip_grad_norm
 
 
 @dataclass
@@ -55,7 +64,13 @@ class TrainableModel(Protocol):
 
     def count_targets(self, batch: Batch) -> dict[str, int]: ...
 
-    def losses(self, batch: Batch, counts: Mapping[str, int], micro_batches: int) -> Losses: ...
+    def sum_over_ranks(self, values: Mapping[str, float]) -> dict[str, float]: ...
+
+    def forward_backward(
+        self, micro_batches: Sequence[Batch], counts: Mapping[str, int]
+    ) -> list[Losses]: ...
+
+    def clip_grad_norm(self, max_norm: float) -> float: ...
 
     def after_step(self, load: Mapping[int, Tensor]) -> dict[str, float]: ...
 
@@ -72,7 +87,35 @@ def _sum_ce(logits: Tensor, targets: Tensor) -> Tensor:
     return lm_loss(logits, targets, IGNORE_INDEX, reduction="sum")
 
 
-class DeepSeekV3Model:
+class OneProcess:
+    """The step's collective parts for a model trained in one process."""
+
+    module: nn.Module
+
+    def losses(self, batch: Batch, counts: Mapping[str, int], micro_batches: int) -> Losses:
+        raise NotImplementedError
+
+    def sum_over_ranks(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Sums over data ranks: with one process, the values themselves."""
+        return dict(values)
+
+    def forward_backward(
+        self, micro_batches: Sequence[Batch], counts: Mapping[str, int]
+    ) -> list[Losses]:
+        """Forward and backward of each micro-batch in turn; gradients accumulate."""
+        parts = []
+        for batch in micro_batches:
+            part = self.losses(batch, counts, len(micro_batches))
+            part.total.backward()
+            part.total = part.total.detach()
+            parts.append(part)
+        return parts
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        return clip_grad_norm(self.module.parameters(), max_norm)
+
+
+class DeepSeekV3Model(OneProcess):
     """Our `Transformer`: the main loss, the MTP loss weighted by lambda, the sequence-wise
     balance loss, and the auxiliary-loss-free router-bias update after each step."""
 
@@ -105,23 +148,50 @@ class DeepSeekV3Model:
             counts[f"mtp{d}"] = int((shifted != IGNORE_INDEX).sum())
         return counts
 
+    @property
+    def uses_mtp(self) -> bool:
+        return self.depths > 0 and self.mtp_lambda > 0
+
     def losses(self, batch: Batch, counts: Mapping[str, int], micro_batches: int) -> Losses:
-        use_mtp = self.depths > 0 and self.mtp_lambda > 0
-        out = self.module(batch.inputs, document_ids=batch.document_ids, mtp=use_mtp)
-        lm_sum = _sum_ce(out.logits, batch.targets)
+        out = self.module(batch.inputs, document_ids=batch.document_ids, mtp=self.uses_mtp)
+        total, sums = self.objective(
+            out.logits,
+            out.mtp_logits,
+            out.aux_loss,
+            batch.targets,
+            batch.document_ids,
+            counts,
+            micro_batches,
+        )
+        return Losses(total, sums, dict(out.expert_load))
+
+    def objective(
+        self,
+        logits: Tensor,
+        mtp_logits: Sequence[Tensor],
+        aux_loss: Tensor | None,
+        targets: Tensor,
+        document_ids: Tensor,
+        counts: Mapping[str, int],
+        micro_batches: int,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """One micro-batch's share of the step's objective from the model's outputs, and its
+        token-summed losses for logging. The pipeline's last stage calls this too, so every
+        layout optimises the same function."""
+        lm_sum = _sum_ce(logits, targets)
         total = lm_sum / max(counts["lm"], 1)
         sums = {"lm": float(lm_sum.detach())}
-        for d, logits in enumerate(out.mtp_logits, 1):
-            shifted = mtp_targets(batch.targets, d, batch.document_ids, IGNORE_INDEX)
-            depth_sum = _sum_ce(logits, shifted)
+        for d, depth_logits in enumerate(mtp_logits if self.uses_mtp else (), 1):
+            shifted = mtp_targets(targets, d, document_ids, IGNORE_INDEX)
+            depth_sum = _sum_ce(depth_logits, shifted)
             # L_MTP = lambda / D * sum_d (mean CE of depth d), as in the V3 paper.
             total = total + self.mtp_lambda / self.depths * depth_sum / max(counts[f"mtp{d}"], 1)
             sums[f"mtp{d}"] = float(depth_sum.detach())
-        if out.aux_loss is not None:
+        if aux_loss is not None:
             # The balance loss is a mean over sequences: average it over micro-batches.
-            total = total + out.aux_loss / micro_batches
-            sums["aux"] = float(out.aux_loss.detach())
-        return Losses(total, sums, dict(out.expert_load))
+            total = total + aux_loss / micro_batches
+            sums["aux"] = float(aux_loss.detach())
+        return total, sums
 
     def after_step(self, load: Mapping[int, Tensor]) -> dict[str, float]:
         if not load:
@@ -147,7 +217,7 @@ class DeepSeekV3Model:
         )
 
 
-class HFCausalLM:
+class HFCausalLM(OneProcess):
     """Any transformers causal LM (a dense Qwen2 / Llama student, or our checkpoint loaded as
     `DeepseekV3ForCausalLM`). Packed documents reach its attention as a 4D block-diagonal
     causal mask with position ids restarting per document, which transformers takes as is."""

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from store.config import config_hash, config_to_dict
-from trainer.adapters import DeepSeekV3Model, HFCausalLM, Losses, TrainableModel, step_expert_load
+from trainer.adapters import DeepSeekV3Model, HFCausalLM, TrainableModel, step_expert_load
 from trainer.config import EvalConfig, ModelConfig, TrainConfig
 from trainer.data import (
     Batch,
@@ -47,13 +47,13 @@ from trainer.data import (
     DataSource,
     DataSpec,
     PackedDataset,
-    load_rows,
-    tokenize_rows,
+    TokenizedRows,
+    open_rows,
 )
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
-from trainer.model import max_load_violation
-from trainer.optim import build_optimizer, build_scheduler, clip_grad_norm
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.placement import SavedState, place
 from trainer.tokenizer import R1Tokenizer
 from trainer.train_state import (
     CHECKPOINTS,
@@ -65,6 +65,8 @@ from trainer.train_state import (
 
 Transform = Callable[[nn.Module], nn.Module]
 SUMMARY_FILE = "train_summary.json"
+# The training rows, copied once into a memory-mapped file (trainer.data.open_rows).
+DATA_CACHE = "data"
 LOSS_PLOT = "loss.png"
 # Files a training checkpoint holds besides the model; not copied into the published model.
 # (A GRPO checkpoint adds its KL reference's weights once they differ from the parent's.)
@@ -85,8 +87,9 @@ class TrainError(ValueError):
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> TrainableModel:
-    """The model a run trains, seeded: the same config and seed give the same weights."""
-    torch.manual_seed(seed)
+    """The model a run trains, seeded (by `cfg.init_seed` when set, else `seed`): the same
+    config and seed give the same weights."""
+    torch.manual_seed(seed if cfg.init_seed is None else cfg.init_seed)
     if cfg.kind == "hf":
         return HFCausalLM(_build_hf(cfg, vocab_size))
     from trainer.checkpoint import load_checkpoint
@@ -190,29 +193,29 @@ def train_step(
     step: int,
     grad_clip: float,
 ) -> StepResult:
-    """Forward/backward over the micro-batches, clip, AdamW, schedule, router-bias update."""
+    """Forward/backward over the micro-batches, clip, AdamW, schedule, router-bias update.
+
+    Distributed (trainer.parallel.training), `micro_batches` are this rank's share of the
+    step's; the counts and the logged sums are the whole step's on every rank."""
     started = time.perf_counter()
-    counts: dict[str, int] = {}
+    local: dict[str, float] = {}
     for batch in micro_batches:
         for key, n in model.count_targets(batch).items():
-            counts[key] = counts.get(key, 0) + n
+            local[key] = local.get(key, 0) + n
+    counts = {key: int(n) for key, n in model.sum_over_ranks(local).items()}
     lr = float(optimizer.param_groups[0]["lr"])
     optimizer.zero_grad(set_to_none=True)
-    parts: list[Losses] = []
-    for batch in micro_batches:
-        part = model.losses(batch, counts, len(micro_batches))
-        part.total.backward()
-        part.total = part.total.detach()
-        parts.append(part)
-    grad_norm = clip_grad_norm(model.module.parameters(), grad_clip)
+    parts = model.forward_backward(micro_batches, counts)
+    grad_norm = model.clip_grad_norm(grad_clip)
     optimizer.step()
     scheduler.step()
     load = step_expert_load(parts)
     violations = model.after_step(load)
-    sums: dict[str, float] = {}
+    sums: dict[str, float] = {"tokens": sum(b.tokens for b in micro_batches)}
     for part in parts:
         for key, value in part.sums.items():
             sums[key] = sums.get(key, 0.0) + value
+    sums = model.sum_over_ranks(sums)
     depths = sorted(k for k in counts if k.startswith("mtp"))
     mtp = [sums[k] / max(counts[k], 1) for k in depths if k in sums]
     return StepResult(
@@ -222,10 +225,11 @@ def train_step(
         aux_loss=sums.get("aux", 0.0) / len(micro_batches),
         lr=lr,
         grad_norm=grad_norm,
-        tokens=sum(b.tokens for b in micro_batches),
+        tokens=int(sums["tokens"]),
         scored=counts["lm"],
         seconds=time.perf_counter() - started,
-        max_violation=max((max_load_violation(v) for v in load.values()), default=None),
+        # From the routers' step load (summed over ranks, every pipeline stage's routers).
+        max_violation=max(violations.values(), default=None),
         violations=violations,
     )
 
@@ -303,6 +307,8 @@ class TrainSummary:
     final_loss: float | None
     eval_before: EvalReport | None
     eval_after: EvalReport | None
+    # The rows this process packed and trained on (documents, rows, tokens, scored, padding,
+    # truncated), and the table's document count.
     packing: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -339,11 +345,20 @@ def run_training(
     tokenizer_dir: the tokenizer to train with; by default the starting checkpoint's.
     resume: continue from the latest complete checkpoint under out_dir (a fresh start when
     there is none). eval_problems: held-out problems scored before and after (and every
-    `loop.eval_every` steps) through the verifiers."""
+    `loop.eval_every` steps) through the verifiers.
+
+    Distributed (`cfg.parallel` spreads the run over dp x ep x pp processes, and every rank
+    calls this function inside the process group, e.g. under `r1f train --nproc N`): every
+    rank trains its part, rank 0 alone writes files, logs, progress and evaluations, and the
+    result is the same as the single-process run's (docs/parallel.md)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     out = Path(out_dir or cfg.out_dir)
     if cfg.loop.threads is not None:
         torch.set_num_threads(cfg.loop.threads)
+    placement = place(cfg)
+    writer = placement.rank == 0
+    if not writer:
+        say = _silent
     tok_dir = Path(tokenizer_dir or cfg.model.tokenizer or cfg.model.checkpoint or "")
     if not (tok_dir / "tokenizer.json").is_file():
         raise TrainError(
@@ -355,27 +370,30 @@ def run_training(
     from store.store import Store
 
     store = Store.from_config(cfg.store)
-    source, rows = load_rows(cfg.data.source, store, only_kept=cfg.data.only_kept)
+    source, table = open_rows(
+        cfg.data.source, store, only_kept=cfg.data.only_kept, cache_dir=out / DATA_CACHE
+    )
     spec = DataSpec(loss_on=cfg.data.loss_on, chat_share=cfg.data.chat_share, seed=cfg.seed)
     dataset = PackedDataset(
-        tokenize_rows(rows, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
+        TokenizedRows(table, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
     )
-    packing = asdict(dataset.stats())
     say(
-        f"data {source.ref} ({source.content_hash[:12]}): {packing['documents']} documents, "
-        f"{packing['rows']} rows of {cfg.data.seq_len}, {packing['scored']:,} scored tokens, "
-        f"{packing['padding']:,} padding, {packing['truncated']} truncated"
+        f"data {source.ref} ({source.content_hash[:12]}): {len(dataset):,} documents, "
+        f"tokenized and packed into rows of {cfg.data.seq_len} as training reaches them"
     )
 
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.seed)
-    remove_partials(out)
-    if not resume:  # a fresh start must never pick up an older run's checkpoints
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    if writer:
+        remove_partials(out)
+        if not resume:  # a fresh start must never pick up an older run's checkpoints
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    placement.barrier()  # every rank looks for the checkpoint after rank 0 has cleaned up
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         load_weights(model, checkpoint)
     for transform in [*config_transforms(cfg), *transforms]:
         model.module = transform(model.module)
+    model = placement.distribute(model)
     optimizer = build_optimizer(
         model.module,
         lr=cfg.optim.lr,
@@ -389,37 +407,54 @@ def run_training(
         total_steps=cfg.loop.steps,
         min_lr_ratio=cfg.optim.min_lr_ratio,
     )
+    # What checkpoints read and write: the optimizer state laid out as one process holds it,
+    # whatever the layout, so a checkpoint resumes under any other layout.
+    optimizer_state = placement.optimizer_state(optimizer)
     start_step, data_state = 0, None
     if checkpoint is not None:
-        point = load_training_state(checkpoint, optimizer=optimizer, scheduler=scheduler)
+        point = load_training_state(checkpoint, optimizer=optimizer_state, scheduler=scheduler)
         start_step, data_state = point.step, point.data
         say(f"resuming from {checkpoint} (step {start_step})")
-    stream = BatchStream(dataset, cfg.loop.rows_per_micro_batch, state=data_state)
+    stream = placement.stream(dataset, cfg.loop.rows_per_micro_batch, data_state)
 
     metadata = _metadata(cfg, source, tokenizer)
-    log = MetricsLog(
-        out, tensorboard=cfg.loop.tensorboard, resume_step=start_step if checkpoint else None
+    log = (
+        MetricsLog(
+            out, tensorboard=cfg.loop.tensorboard, resume_step=start_step if checkpoint else None
+        )
+        if writer
+        else None
     )
 
     def save_checkpoint(step: int) -> None:
-        save_training_checkpoint(
-            out,
-            step,
-            save_model=lambda d: model.save(
-                d, tokenizer_dir=tok_dir, extra_config={**metadata, "r1f_step": step}
-            ),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            data=stream.state(),
-            metadata=metadata,
-            keep=cfg.loop.keep_checkpoints,
-        )
+        whole = placement.whole_model(model)  # every rank takes part; rank 0 gets it
+        state = optimizer_state.state_dict()
+        if whole is not None:
+            save_training_checkpoint(
+                out,
+                step,
+                save_model=lambda d: whole.save(
+                    d, tokenizer_dir=tok_dir, extra_config={**metadata, "r1f_step": step}
+                ),
+                optimizer=SavedState(state),
+                scheduler=scheduler,
+                data=stream.state(),
+                metadata=metadata,
+                keep=cfg.loop.keep_checkpoints,
+            )
+        placement.barrier()
 
     def run_eval(step: int) -> EvalReport | None:
         if not eval_problems:
             return None
-        report = evaluate_model(model, tokenizer, eval_problems, cfg.eval)
-        log.write({"kind": "eval", "step": step, **report.summary()})
+        model.module.eval()
+        whole = placement.whole_model(model)
+        report = None
+        if whole is not None:
+            report = evaluate_model(whole, tokenizer, eval_problems, cfg.eval)
+            assert log is not None
+            log.write({"kind": "eval", "step": step, **report.summary()})
+        placement.barrier()
         return report
 
     before = run_eval(0) if checkpoint is None else None
@@ -427,7 +462,7 @@ def run_training(
         checkpoint=save_checkpoint,
         evaluate=_eval_hook(run_eval) if eval_problems else None,
         log=log,
-        progress=Progress(cfg.loop.steps, start_step) if cfg.loop.progress else None,
+        progress=Progress(cfg.loop.steps, start_step) if cfg.loop.progress and writer else None,
     )
     try:
         results = train_loop(
@@ -446,29 +481,32 @@ def run_training(
         )
         if start_step >= cfg.loop.steps and latest_checkpoint(out) is None:
             save_checkpoint(start_step)
-        final = latest_checkpoint(out)
-        assert final is not None
-        publish_model(final, out)
-        plot_losses(out, out / LOSS_PLOT)
+        if writer:
+            final = latest_checkpoint(out)
+            assert final is not None
+            publish_model(final, out)
+            plot_losses(out, out / LOSS_PLOT)
         after = run_eval(cfg.loop.steps)
         seconds = time.perf_counter() - started
         tokens = sum(r.tokens for r in results)
         train_seconds = sum(r.seconds for r in results)
-        log.write(
-            {
-                "kind": "run",
-                "step": cfg.loop.steps,
-                "seconds": seconds,
-                "train_seconds": train_seconds,
-                "cpu_seconds": time.process_time() - cpu_started,
-                "tokens": tokens,
-                "tokens_per_s": tokens / train_seconds if train_seconds > 0 else 0.0,
-                "load_average": os.getloadavg()[0],
-            }
-        )
+        if log is not None:
+            log.write(
+                {
+                    "kind": "run",
+                    "step": cfg.loop.steps,
+                    "seconds": seconds,
+                    "train_seconds": train_seconds,
+                    "cpu_seconds": time.process_time() - cpu_started,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / train_seconds if train_seconds > 0 else 0.0,
+                    "load_average": os.getloadavg()[0],
+                }
+            )
     finally:
-        log.close()
-    if source.store is not None:
+        if log is not None:
+            log.close()
+    if source.store is not None and writer:
         from store.usage import ModelUse, record_model_use
 
         record_model_use(
@@ -495,17 +533,26 @@ def run_training(
         final_loss=results[-1].loss if results else None,
         eval_before=before,
         eval_after=after,
-        packing=packing,
+        packing={"table_documents": len(dataset), **asdict(dataset.produced)},
     )
-    # Written last: its presence says the run finished and the model in out_dir is final.
-    tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    tmp.replace(out / SUMMARY_FILE)
-    # Best-effort, and only when a Prefect API is configured (store.events): triggers react.
-    from store.events import checkpoint_created
+    placement.barrier()  # every rank is done with the rows before their copy goes
+    if writer:
+        # The copy of the rows is only for resuming; a finished run does not need it.
+        shutil.rmtree(out / DATA_CACHE, ignore_errors=True)
+        # Written last: its presence says the run finished and the model in out_dir is final.
+        tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        tmp.replace(out / SUMMARY_FILE)
+        # Best-effort, and only when a Prefect API is configured (store.events): triggers react.
+        from store.events import checkpoint_created
 
-    checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
+        checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
+    placement.barrier()  # no rank leaves before the run is published
     return summary
+
+
+def _silent(line: str) -> None:
+    return None
 
 
 def evaluate_model(

@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -37,6 +37,15 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+class StatefulOptimizer(Protocol):
+    """What checkpoints need of an optimizer (a torch optimizer is one; a distributed run
+    passes a view that lays its state out as one process would hold it)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ def save_training_checkpoint(
     step: int,
     *,
     save_model: Callable[[Path], None],
-    optimizer: torch.optim.Optimizer,
+    optimizer: StatefulOptimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     data: DataState,
     metadata: Mapping[str, Any],
@@ -122,7 +131,7 @@ def save_training_checkpoint(
 def load_training_state(
     path: str | os.PathLike[str],
     *,
-    optimizer: torch.optim.Optimizer,
+    optimizer: StatefulOptimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> ResumePoint:
     """Restore optimizer, schedule and RNG states from a checkpoint (the model's weights are
@@ -146,7 +155,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 # Optimizer state as tensors + JSON
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
+def _optimizer_tensors(optimizer: StatefulOptimizer) -> tuple[dict[str, torch.Tensor], Any]:
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}

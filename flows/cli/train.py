@@ -1,19 +1,30 @@
 """`r1f train pretrain|sft|distill|grpo` and `r1f eval`: train from a config, score a checkpoint
-(`grpo` lives in `flows.cli.grpo`)."""
+(`grpo` lives in `flows.cli.grpo`).
+
+`r1f train STAGE --config FILE --nproc N` runs the same command as N ranks under torchrun
+(`trainer.parallel.launch.torchrun`), spread as the config's `parallel` section says: this
+process checks the config and the layout (one-line errors), starts the ranks and waits; each
+rank runs this command again (it knows it is a rank from the environment the launcher sets)
+and trains its part; rank 0 writes and prints. Any stage but grpo, the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from flows.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
     UserError,
     add_command,
     float_in,
     make_console,
     non_negative_int,
+    on_interrupt,
     positive_int,
     print_json,
     print_table,
@@ -24,9 +35,8 @@ STAGES = ("pretrain", "sft", "distill")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flows.train import load_stage_config, train_stage
-    from trainer.data import DataError
-    from trainer.train import TrainError
+    from flows.train import load_stage_config
+    from trainer.parallel.launch import WORKER_ENV
 
     cfg = load_stage_config(args.config)  # ConfigError: one line, exit 2 (flows.cli.main)
     if cfg.stage != args.stage:
@@ -38,19 +48,104 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{args.config}: corpus: is for pretraining; name data.source instead")
     if cfg.corpus is None and not cfg.data.source:
         raise UserError(f"{args.config}: data.source: name a table version (NAME@V) or a release")
+    cfg = _check_layout(args, cfg)
     out = Path(args.out or cfg.out_dir)
+    if os.environ.get(WORKER_ENV) == "1":
+        return _train_rank(args, cfg, out)
     if out.exists() and any(out.iterdir()) and not args.resume and not args.force:
         raise UserError(
             f"{out}: exists and is not empty; pass --resume to continue its run, "
             "--force to start over in it, or --out for another directory"
         )
-    say = (
-        (lambda _line: None) if args.json else (lambda line: make_console(stderr=True).print(line))
-    )
+    if args.nproc > 1:
+        return _launch(args, cfg, out)
+    return _train(args, cfg, out)
+
+
+def _check_layout(args: argparse.Namespace, cfg: Any) -> Any:
+    """The config with its parallel layout over --nproc processes (dp filled in), checked
+    against the model and the loop before any rank starts."""
+    from dataclasses import replace
+
+    from trainer.parallel.training import layout_problem, model_facts
+
     try:
-        summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
+        cfg = replace(cfg, parallel=cfg.parallel.for_processes(args.nproc))
+    except ValueError as err:
+        raise UserError(f"--nproc {args.nproc} with {args.config}: {err}") from None
+    if cfg.parallel.world_size == 1:
+        return cfg
+    try:
+        facts = model_facts(cfg.model)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{args.config}: model: {err}") from None
+    problem = layout_problem(cfg, facts)
+    if problem is not None:
+        raise UserError(f"{args.config}: {problem}")
+    return cfg
+
+
+def _launch(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """Run this command as --nproc ranks under torchrun; their exit status is ours."""
+    from flows.cli.common import Interrupted
+    from trainer.parallel.launch import torchrun
+
+    argv = ["train", args.stage, "--config", str(Path(args.config).resolve())]
+    argv += ["--out", str(out.resolve()), "--nproc", str(args.nproc)]
+    argv += [flag for flag in ("--resume", "--force", "--json", "--debug") if _given(args, flag)]
+    status = torchrun(args.nproc, "flows.cli", argv, threads=cfg.loop.threads or 1)
+    if status == EXIT_INTERRUPTED:
+        raise Interrupted(
+            f"every rank stopped; {out} keeps its latest complete checkpoint "
+            "(continue with --resume)"
+        )
+    return status
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return bool(getattr(args, flag.lstrip("-").replace("-", "_"), False))
+
+
+def _train_rank(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """One rank of a run `_launch` started: join the group, train, leave. Rank 0 reports;
+    the others stay quiet about what rank 0 reports too (a config or data error, Ctrl-C)."""
+    import torch.distributed as dist
+
+    from trainer.parallel.launch import join_torchrun
+
+    rank, _ = join_torchrun(timeout_s=cfg.parallel.timeout_s)
+    try:
+        return _train(args, cfg, out, quiet=rank != 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # the launching command says it, once
+    except UserError:
+        if rank != 0:
+            return EXIT_USAGE
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, cfg: Any, out: Path, *, quiet: bool = False) -> int:
+    from flows.train import train_stage
+    from trainer.data import DataError
+    from trainer.train import TrainError
+
+    say = (
+        (lambda _line: None)
+        if args.json or quiet
+        else (lambda line: make_console(stderr=True).print(line))
+    )
+    # Checkpoints are written whole (temporary directory, then rename), so Ctrl-C leaves the
+    # last complete one in place for --resume.
+    stopped = f"the run in {out} stopped; its last complete checkpoint stays: rerun with --resume"
+    try:
+        with on_interrupt(stopped):
+            summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
     except (DataError, TrainError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
+    if quiet:
+        return 0
     result = summary.to_dict()
     if args.json:
         print_json(result)
@@ -193,6 +288,14 @@ def register(commands: Any) -> None:
             "--resume", action="store_true", help="continue from the latest complete checkpoint"
         )
         p.add_argument("--force", action="store_true", help="train into a non-empty --out")
+        p.add_argument(
+            "--nproc",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="processes (torchrun ranks): the config's parallel dp x ep x pp; "
+            "dp left out takes what ep x pp leave",
+        )
     add_grpo_parser(tr)
     p = add_command(
         commands,

@@ -27,7 +27,6 @@ the schedule has run (see its docstring for why).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -36,8 +35,6 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from trainer.model.model import Block
 from trainer.parallel.expert import ExpertParallelMoE
-
-DataParallelMode = Literal["fsdp", "ddp"]
 
 
 def blocks_in(module: nn.Module) -> Iterator[Block]:
@@ -101,7 +98,7 @@ def apply_ddp(module: nn.Module, data_group: dist.ProcessGroup) -> nn.Module:
         find_unused_parameters=True,
         # The router bias is a buffer moved by the balancing rule from all-reduced loads: it
         # is identical everywhere already; a broadcast every forward would only cost time.
-        broadcast_buffers=False,
+        forward_sync_buffers=False,
     )
 
 

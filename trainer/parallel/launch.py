@@ -1,6 +1,22 @@
-"""Starting ranks: `init_distributed` for a process that is one rank (under torchrun or
-`spawn`), and `spawn` to run a function on N fresh local processes from Python (tests and
+"""Starting ranks: `torchrun` to run a command as N local ranks (what `r1f train --nproc N`
+does), `join_torchrun` for a process torchrun started, `init_distributed` for any process that
+is one rank, and `spawn` to run a function on N fresh local processes from Python (tests and
 benchmarks).
+
+`torchrun(nproc, module, argv)` runs torch's elastic agent (`torch.distributed.run`, what the
+`torchrun` command runs) in a child process of its own session, with a standalone rendezvous
+on a free loopback port, and waits for it. Stopping is the parent's business:
+
+- Ctrl-C reaches only the parent (the agent and the ranks sit in sessions of their own, away
+  from the terminal), which passes one SIGINT to the agent; the agent sends it to every rank,
+  kills those still running after its grace period, and exits. The parent waits for that
+  (bounded) and returns 130.
+- A parent that dies, SIGKILL included, takes the agent with it (the agent asked the kernel
+  for SIGTERM when its parent goes: PR_SET_PDEATHSIG), and the agent takes the ranks.
+- A rank whose agent dies (SIGKILL) notices that its parent changed and exits at once
+  (`join_torchrun` starts that watch), so no rank trains on alone.
+- When a rank fails, the agent stops the others; the exit status is the first failure's (a
+  rank's one-line error is on stderr already).
 
 Why `spawn` rather than torchrun in tests: the parent keeps control. Each worker is a fresh
 interpreter (the "spawn" start method: no forked torch state), rendezvous goes through a file
@@ -14,13 +30,18 @@ Only loopback is used: gloo is pinned to the loopback interface unless the calle
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import platform
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,6 +51,102 @@ import torch
 import torch.distributed as dist
 
 LOOPBACK = "lo0" if platform.system() == "Darwin" else "lo"
+# Set for the processes `torchrun` starts: a command that sees it runs as one rank.
+WORKER_ENV = "R1F_TORCHRUN_WORKER"
+EXIT_INTERRUPTED = 130
+# How long the parent waits for the agent to stop the ranks after Ctrl-C (the agent itself
+# kills ranks that ignore SIGINT for SHUTDOWN_GRACE_S).
+SHUTDOWN_GRACE_S = 10
+_PR_SET_PDEATHSIG = 1
+
+
+def torchrun(
+    nproc: int,
+    module: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    threads: int = 1,
+) -> int:
+    """Run `python -m module *argv` as `nproc` local ranks under torch's elastic agent and
+    wait for them (see the module docstring). Returns 0, the first failing rank's exit
+    status, or 130 after Ctrl-C."""
+    child_env = {
+        **os.environ,
+        **(env or {}),
+        WORKER_ENV: "1",
+        "OMP_NUM_THREADS": str(threads),
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", LOOPBACK),
+        # The agent's own log lines (rendezvous, closing signals) are not for the user: a
+        # rank's error is printed by the rank, and the exit status says the rest.
+        "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR"),
+    }
+    command = [sys.executable, "-m", "trainer.parallel.agent", str(nproc), module, *argv]
+    agent = subprocess.Popen(
+        command, env=child_env, start_new_session=True, preexec_fn=_die_with_parent
+    )
+    try:
+        return agent.wait()
+    except KeyboardInterrupt:
+        agent.send_signal(signal.SIGINT)
+        try:
+            agent.wait(timeout=SHUTDOWN_GRACE_S + 20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        return EXIT_INTERRUPTED
+
+
+def _die_with_parent() -> None:
+    """In the agent, before it runs: SIGTERM when the parent (this CLI) dies."""
+    if platform.system() == "Linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_agent(nproc: int, module: str, argv: Sequence[str]) -> int:
+    """The agent's process: torch.distributed.run with a standalone rendezvous; returns the
+    run's exit status (see `torchrun`)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as run_elastic
+
+    options = get_args_parser().parse_args(
+        [
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "--max-restarts=0",
+            f"--shutdown-timeout={SHUTDOWN_GRACE_S}",
+            "--module",
+            module,
+        ]
+    )
+    # Set after parsing: the parser would take the command's own flags (--nproc) for
+    # abbreviations of its options.
+    options.training_script_args = list(argv)
+    try:
+        run_elastic(options)
+    except ChildFailedError as err:
+        _, failure = err.get_first_failure()
+        status = failure.exitcode
+        return 128 - status if status < 0 else status  # killed by a signal: 128 + signum
+    except SignalException as err:
+        return EXIT_INTERRUPTED if err.sigval == signal.SIGINT else 128 + int(err.sigval)
+    return 0
+
+
+def join_torchrun(timeout_s: float = 1800.0) -> tuple[int, int]:
+    """In a rank torchrun started: join the process group (gloo) and watch the agent, exiting
+    at once if it goes (its ranks must not train on alone). Returns (rank, world size)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(EXIT_INTERRUPTED)
+
+    threading.Thread(target=watch, name="watch-torchrun-agent", daemon=True).start()
+    return init_distributed("gloo", timeout_s=timeout_s)
 
 
 def init_distributed(

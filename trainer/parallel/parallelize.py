@@ -1,4 +1,4 @@
-"""`parallelize(model, dims)`: data, expert and pipeline parallelism on one device mesh.
+"""`parallelize(model, config)`: data, expert and pipeline parallelism on one device mesh.
 
 The mesh has three named dimensions, `init_device_mesh(device, (pp, dp, ep), ("pp", "dp",
 "ep"))`:
@@ -17,12 +17,17 @@ The order things are applied in matters and is fixed here: expert parallelism sw
 layers, the pipeline cuts the model into this rank's stage modules, data parallelism wraps
 each part (FSDP2 or DDP), and the pipeline schedule is built on the wrapped parts at the first
 step (stages are static: built for the micro-batch shape of that step).
+
+`ParallelModel.forward_backward` takes this rank's micro-batches of a training step and an
+objective (how a micro-batch's outputs become the loss to back-propagate); the training loop's
+adapter (`trainer.parallel.training.DistributedModel`) supplies the loop's own objective, scaled
+so that the averaged gradients are the single-process step's.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -31,9 +36,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from trainer.model import Transformer, add_expert_load, update_router_bias
+from trainer.config import ParallelConfig
+from trainer.data import Batch
+from trainer.model import MoE, Transformer, add_expert_load, update_router_bias
+from trainer.model.model import Block, MTPModule
 from trainer.parallel.data import (
-    DataParallelMode,
     apply_ddp,
     apply_fsdp,
     divide_expert_gradients,
@@ -42,68 +49,27 @@ from trainer.parallel.data import (
 from trainer.parallel.expert import AllToAllMeter, apply_expert_parallel, expert_groups
 from trainer.parallel.overlap import OverlapCounter, register_overlap
 from trainer.parallel.pipeline import (
-    SCHEDULE_NAMES,
-    ScheduleName,
+    Objective,
+    PipelineLoss,
     StageModule,
     build_schedule,
     build_stage_modules,
-    training_loss,
 )
 
 MESH_DIMS = ("pp", "dp", "ep")
 
 
-@dataclass(frozen=True)
-class ParallelDims:
-    """How a training run is spread over ranks (world size = pp x dp x ep)."""
-
-    dp: int = 1  # data-parallel replicas
-    ep: int = 1  # expert-parallel ranks (also data parallel for the dense parameters)
-    pp: int = 1  # pipeline ranks
-    schedule: ScheduleName = "1f1b"  # pipeline schedule when pp > 1
-    microbatches: int = 1  # per step and data rank: pipeline micro-batches, or accumulation
-    data_parallel: DataParallelMode = "fsdp"
-    # DualPipeV only: run each overlapped pair (one micro-batch's forward, another's backward)
-    # concurrently instead of one after the other; see trainer/parallel/overlap.py.
-    overlap: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("dp", "ep", "pp", "microbatches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ParallelDims.{name}={value!r}: must be a positive integer")
-        if self.schedule not in SCHEDULE_NAMES:
-            raise ValueError(
-                f"ParallelDims.schedule={self.schedule!r}: one of {', '.join(SCHEDULE_NAMES)}"
-            )
-        if self.data_parallel not in ("fsdp", "ddp"):
-            raise ValueError(f"ParallelDims.data_parallel={self.data_parallel!r}: fsdp or ddp")
-        if self.overlap and (self.schedule != "dualpipev" or self.pp == 1):
-            raise ValueError("ParallelDims.overlap needs schedule='dualpipev' and pp > 1")
-        if self.overlap and self.data_parallel == "fsdp" and self.data_size > 1:
-            raise ValueError(
-                "ParallelDims.overlap with FSDP: its gathers and reductions from the overlapped "
-                "forward and backward would share one process group; use data_parallel='ddp'"
-            )
-
-    @property
-    def world_size(self) -> int:
-        return self.pp * self.dp * self.ep
-
-    @property
-    def data_size(self) -> int:
-        return self.dp * self.ep
-
-
-def build_mesh(dims: ParallelDims, device_type: str = "cpu") -> DeviceMesh:
+def build_mesh(config: ParallelConfig, device_type: str = "cpu") -> DeviceMesh:
     """The (pp, dp, ep) mesh over the current process group, whose size must match."""
     world = dist.get_world_size()
-    if world != dims.world_size:
+    if world != config.world_size:
         raise ValueError(
-            f"{world} processes for pp={dims.pp} x dp={dims.dp} x ep={dims.ep} = "
-            f"{dims.world_size}: launch {dims.world_size} or change the dims"
+            f"{world} processes for pp={config.pp} x dp={config.dp_size} x ep={config.ep} = "
+            f"{config.world_size}: launch {config.world_size} or change the layout"
         )
-    return init_device_mesh(device_type, (dims.pp, dims.dp, dims.ep), mesh_dim_names=MESH_DIMS)
+    return init_device_mesh(
+        device_type, (config.pp, config.dp_size, config.ep), mesh_dim_names=MESH_DIMS
+    )
 
 
 def data_rank(mesh: DeviceMesh) -> int:
@@ -112,10 +78,14 @@ def data_rank(mesh: DeviceMesh) -> int:
 
 
 @dataclass
-class StepResult:
-    loss: float  # mean loss of the whole global batch: the same number on every rank
-    # Tokens each router of this rank's layers sent to each expert, this rank's tokens only
-    # (layer id -> (E,)); `ParallelModel.update_router_bias` sums them over the data group.
+class StepOutput:
+    """What one `forward_backward` leaves besides the gradients."""
+
+    # Token-summed losses of this rank's micro-batches, as the objective returned them (under
+    # a pipeline: the last stage's, on every rank of the pipeline).
+    sums: dict[str, float]
+    # Tokens each router of this rank's layers sent to each expert over the step, summed over
+    # the data group (layer id -> (E,)): what the router-bias update takes.
     expert_load: dict[int, Tensor]
     # Expert all-to-all traffic this rank sent during the step (AllToAllMeter fields).
     all_to_all: dict[str, int] = field(default_factory=dict)
@@ -124,119 +94,130 @@ class StepResult:
 
 
 class ParallelModel:
-    """A Transformer spread over a mesh (see the module docstring). `step` runs one
-    forward/backward over this rank's slice of the global batch and leaves the gradients in
-    the parameters; the caller's optimizer steps on `parameters()`."""
+    """A Transformer spread over a mesh (see the module docstring). `forward_backward` runs
+    the forward and backward of this rank's micro-batches of one step and leaves the averaged
+    gradients in the parameters; the caller's optimizer steps on `parameters()`.
+
+    mtp: run the MTP modules (False when the objective gives them no weight)."""
 
     def __init__(
         self,
         model: Transformer,
-        dims: ParallelDims,
+        config: ParallelConfig,
         mesh: DeviceMesh,
         device: torch.device | str = "cpu",
+        *,
+        mtp: bool = True,
     ) -> None:
-        self.model, self.dims, self.mesh = model, dims, mesh
+        self.model, self.config, self.mesh = model, config, mesh
         self.device = torch.device(device)
+        self.mtp = mtp and len(model.mtp) > 0
         self.pp_rank = mesh.get_local_rank("pp")
         self.data_group: dist.ProcessGroup | None = None
         data_mesh: DeviceMesh | None = None
-        if dims.data_size > 1:
+        if config.data_size > 1:
             data_mesh = mesh["dp", "ep"]._flatten("data")
             self.data_group = data_mesh.get_group()
         self.meter: AllToAllMeter | None = None
-        if dims.ep > 1:
+        if config.ep > 1:
             self.meter = apply_expert_parallel(model, expert_groups(mesh, "ep"))
 
         self.stage_modules: dict[int, StageModule] = {}
         parts: list[nn.Module] = [model]
-        if dims.pp > 1:
-            self.stage_modules = build_stage_modules(model, dims.schedule, self.pp_rank, dims.pp)
+        if config.pp > 1:
+            self.stage_modules = build_stage_modules(
+                model, config.schedule, self.pp_rank, config.pp, mtp=self.mtp
+            )
             parts = list(self.stage_modules.values())
 
         # Gradients averaged by hand after each step (see trainer.parallel.data): under DDP,
         # the expert-parallel experts always, and everything when a pipeline runs the stages.
         self._manual_reduce: Literal["none", "experts", "all"] = "none"
-        if data_mesh is not None and dims.data_parallel == "fsdp":
-            expert_mesh = mesh["dp"] if dims.ep > 1 else None
+        if data_mesh is not None and config.data_parallel != "ddp":  # None: fsdp
+            expert_mesh = mesh["dp"] if config.ep > 1 else None
             parts = [apply_fsdp(p, data_mesh, expert_mesh) for p in parts]
-        elif data_mesh is not None and dims.pp == 1:
+        elif data_mesh is not None and config.pp == 1:
             assert self.data_group is not None
             parts = [apply_ddp(p, self.data_group) for p in parts]
-            self._manual_reduce = "experts" if dims.ep > 1 else "none"
+            self._manual_reduce = "experts" if config.ep > 1 else "none"
         elif data_mesh is not None:
             self._manual_reduce = "all"
-        self._expert_group = mesh.get_group("dp") if dims.ep > 1 and dims.dp > 1 else None
+        self._expert_group = mesh.get_group("dp") if config.ep > 1 and config.dp_size > 1 else None
         self.parts = parts
         self._schedule: Any = None
         self._schedule_shape: tuple[int, int] | None = None
+        self._loss = PipelineLoss()
         self._overlap: OverlapCounter | None = None
 
     # -- the step ------------------------------------------------------------------------------
 
-    def step(self, tokens: Tensor, targets: Tensor) -> StepResult:
-        """Forward and backward of this rank's slice of the global batch, (B, T) tokens and
-        their next-token targets; B must divide into `dims.microbatches` equal micro-batches.
-        Every rank calls it (pipeline ranks without the first or last stage ignore the data).
-        Gradients must be zero (or None) on entry: one call is one optimizer step's worth, and
-        its averaging over ranks acts on whatever the parameters hold."""
-        if tokens.shape[0] % self.dims.microbatches:
-            raise ValueError(
-                f"a batch of {tokens.shape[0]} sequences does not split into "
-                f"{self.dims.microbatches} equal micro-batches"
-            )
+    def forward_backward(self, micro_batches: Sequence[Batch], objective: Objective) -> StepOutput:
+        """Forward and backward of this rank's micro-batches of one step (every rank calls
+        it; pipeline ranks without the first or last stage use only the document ids).
+
+        Without a pipeline the micro-batches run one after the other (gradient accumulation);
+        with one, this rank's rows of the step are split into `config.microbatches` pipeline
+        micro-batches (default: as many as were given). `objective` scores each micro-batch;
+        the gradients it produces are averaged over the data group. Gradients must be zero
+        (or None) on entry."""
         if self.meter is not None:
             self.meter.reset()
         if self._overlap is not None:
             self._overlap.pairs = 0
-        if self.dims.pp > 1:
-            local_loss, load = self._pipeline_step(tokens, targets)
+        if self.config.pp > 1:
+            sums, load = self._pipeline_step(micro_batches, objective)
         else:
-            local_loss, load = self._accumulation_step(tokens, targets)
-        if self.dims.data_parallel == "fsdp" and self.dims.ep > 1 and self.data_group is not None:
+            sums, load = self._accumulation_step(micro_batches, objective)
+        if self.config.data_parallel != "ddp" and self.config.ep > 1 and self.data_group:
             for part in self.parts:
-                divide_expert_gradients(part, self.dims.ep)
+                divide_expert_gradients(part, self.config.ep)
         if self._manual_reduce != "none":
             for part in self.parts:
                 reduce_gradients(
                     _unwrapped(part),
                     self.data_group,
                     self._expert_group,
-                    self.dims.ep,
+                    self.config.ep,
                     dense=self._manual_reduce == "all",
                 )
-        loss = torch.tensor([local_loss], dtype=torch.float64)
-        if self.dims.pp > 1:  # only the rank with the last stage has it; the others hold 0
-            dist.all_reduce(loss, group=self.mesh.get_group("pp"))
-        if self.data_group is not None:
-            dist.all_reduce(loss, group=self.data_group)
-            loss /= self.dims.data_size
+        load = self._sum_over_data_group(load)
+        self._drop_unused_expert_gradients(load)
         snapshot = self.meter.snapshot() if self.meter is not None else {}
         pairs = self._overlap.pairs if self._overlap is not None else 0
-        return StepResult(float(loss.item()), load, snapshot, pairs)
+        return StepOutput(sums, load, snapshot, pairs)
 
     def _accumulation_step(
-        self, tokens: Tensor, targets: Tensor
-    ) -> tuple[float, dict[int, Tensor]]:
+        self, micro_batches: Sequence[Batch], objective: Objective
+    ) -> tuple[dict[str, float], dict[int, Tensor]]:
         (root,) = self.parts
-        n = self.dims.microbatches
-        total = 0.0
+        n = len(micro_batches)
+        sums: dict[str, float] = {}
         load: dict[int, Tensor] = {}
-        for i, (tk, tg) in enumerate(zip(tokens.chunk(n), targets.chunk(n), strict=True)):
+        for i, batch in enumerate(micro_batches):
             last = i == n - 1
             _set_gradient_sync(root, last)
             with _ddp_sync(root, last):
-                out = root(tk, mtp=len(self.model.mtp) > 0)
-                assert out.aux_loss is not None
-                loss = training_loss(
-                    out.logits, out.mtp_logits, out.aux_loss, tg, self.model.args.mtp_lambda
+                out = root(batch.inputs, document_ids=batch.document_ids, mtp=self.mtp)
+                loss, part = objective(
+                    out.logits, out.mtp_logits, out.aux_loss, batch.targets, batch.document_ids, n
                 )
-                (loss / n).backward()
-            total += float(loss.detach()) / n
+                loss.backward()
+            _add_sums(sums, part)
             add_expert_load(load, out.expert_load)
-        return total, load
+        return sums, load
 
-    def _pipeline_step(self, tokens: Tensor, targets: Tensor) -> tuple[float, dict[int, Tensor]]:
-        n = self.dims.microbatches
+    def _pipeline_step(
+        self, micro_batches: Sequence[Batch], objective: Objective
+    ) -> tuple[dict[str, float], dict[int, Tensor]]:
+        tokens = torch.cat([b.inputs for b in micro_batches])
+        targets = torch.cat([b.targets for b in micro_batches])
+        documents = torch.cat([b.document_ids for b in micro_batches])
+        n = self.config.microbatches or len(micro_batches)
+        if tokens.shape[0] % n:
+            raise ValueError(
+                f"{tokens.shape[0]} rows of a step do not split into {n} equal pipeline "
+                "micro-batches"
+            )
         shape = (tokens.shape[0] // n, tokens.shape[1])
         if self._schedule is None:
             self._schedule = build_schedule(
@@ -245,47 +226,74 @@ class ParallelModel:
                     for s, p in zip(self.stage_modules, self.parts, strict=True)
                 },
                 self.model,
-                schedule=self.dims.schedule,
-                pp_size=self.dims.pp,
+                schedule=self.config.schedule,
+                pp_size=self.config.pp,
                 pp_group=self.mesh.get_group("pp"),
                 n_microbatches=n,
                 microbatch_shape=shape,
                 device=self.device,
+                loss=self._loss,
+                run_mtp=self.mtp,
             )
             self._schedule_shape = shape
-            if self.dims.overlap:
+            if self.config.overlap:
                 self._overlap = register_overlap(self._schedule)
         elif shape != self._schedule_shape:
             raise ValueError(
                 f"pipeline stages were built for micro-batches of {self._schedule_shape} "
                 f"(batch, seq), got {shape}"
             )
-        n_stages = self.dims.pp * len(self.stage_modules)
+        n_stages = self.config.stages
         has_first = 0 in self.stage_modules
         has_last = n_stages - 1 in self.stage_modules
-        losses: list[Tensor] = []
+        self._loss.start(objective, n)
         inputs = (tokens,) if has_first else ()
-        extra: dict[str, Any] = {"target": targets, "losses": losses} if has_last else {}
+        extra: dict[str, Any] = {"document_ids": documents}
+        if has_last:
+            extra["target"] = torch.stack([targets, documents], dim=-1)  # (B, T, 2)
         self._schedule.step(*inputs, **extra)
-        local = sum(float(x.detach()) for x in losses) / n if has_last else 0.0
         load: dict[int, Tensor] = {}
         for stage in self.stage_modules.values():
             add_expert_load(load, stage.take_expert_load())
-        return local, load
+        # Only the rank with the last stage scored the micro-batches: share its sums.
+        gathered: list[dict[str, float] | None] = [None] * self.config.pp
+        dist.all_gather_object(
+            gathered, self._loss.sums if has_last else {}, group=self.mesh.get_group("pp")
+        )
+        sums: dict[str, float] = {}
+        for part in gathered:
+            _add_sums(sums, part or {})
+        return sums, load
+
+    def _sum_over_data_group(self, load: dict[int, Tensor]) -> dict[int, Tensor]:
+        if self.data_group is None:
+            return load
+        summed = {}
+        for layer in sorted(load):  # the same layers, in the same order, on the whole group
+            counts = load[layer].clone()
+            dist.all_reduce(counts, group=self.data_group)
+            summed[layer] = counts
+        return summed
+
+    @torch.no_grad()
+    def _drop_unused_expert_gradients(self, load: dict[int, Tensor]) -> None:
+        """An expert no token of the step reached has no gradient in one process (None, so
+        AdamW leaves it and its moments alone); here it may hold zeros (FSDP reduces every
+        shard, an expert-parallel rank runs its experts on empty batches). Put it back to
+        None, from the step's load summed over the data group: the same on every rank."""
+        moes = _moe_layers(self.model)
+        for layer, counts in load.items():
+            for expert in (counts == 0).nonzero().flatten().tolist():
+                for param in moes[layer].experts[expert].parameters():
+                    param.grad = None
 
     # -- after the step ------------------------------------------------------------------------
 
     def update_router_bias(self, load: dict[int, Tensor], gamma: float) -> dict[int, float]:
-        """The loss-free balancing update for this rank's routers, from the step's load summed
-        over the data group: every rank applies the same update. Returns MaxVio per router."""
-        group = self.data_group
-
-        def over_data_group(counts: Tensor) -> Tensor:
-            if group is not None:
-                dist.all_reduce(counts, group=group)
-            return counts
-
-        return update_router_bias(self.model, load, gamma, reduce=over_data_group)
+        """The loss-free balancing update for this rank's routers, from the step's load
+        summed over the data group (`StepOutput.expert_load`): every rank applies the same
+        update. Returns MaxVio per router."""
+        return update_router_bias(self.model, load, gamma)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         """The parameters this rank updates (FSDP shards, or whole tensors)."""
@@ -311,7 +319,8 @@ class ParallelModel:
         return grads
 
     def full_state(self) -> dict[str, Tensor]:
-        """Model name -> whole tensor of every parameter and buffer this rank holds."""
+        """Model name -> whole tensor of every parameter and buffer this rank holds (FSDP
+        shards are gathered: every rank must call it)."""
         state: dict[str, Tensor] = {}
         for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
             if tensor.device.type == "meta":
@@ -323,14 +332,32 @@ class ParallelModel:
 
 def parallelize(
     model: Transformer,
-    dims: ParallelDims,
+    config: ParallelConfig,
     mesh: DeviceMesh | None = None,
     device: torch.device | str = "cpu",
+    *,
+    mtp: bool = True,
 ) -> ParallelModel:
     """Spread a built model over the current process group (see the module docstring)."""
     if mesh is None:
-        mesh = build_mesh(dims, torch.device(device).type)
-    return ParallelModel(model, dims, mesh, device)
+        mesh = build_mesh(config, torch.device(device).type)
+    return ParallelModel(model, config, mesh, device, mtp=mtp)
+
+
+def _add_sums(total: dict[str, float], part: dict[str, float]) -> None:
+    for key, value in part.items():
+        total[key] = total.get(key, 0.0) + value
+
+
+def _moe_layers(model: Transformer) -> dict[int, MoE]:
+    """Every MoE of the model by layer id (blocks, then MTP modules): the keys of the expert
+    load."""
+    blocks = [*model.layers, *(cast(MTPModule, m).block for m in model.mtp)]
+    return {
+        layer: block.ffn
+        for layer, block in enumerate(blocks)
+        if isinstance(block, Block) and isinstance(block.ffn, MoE)
+    }
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:

@@ -15,8 +15,17 @@ What crosses a stage boundary is a tuple of three tensors:
 - `aux` (1,): the sequence-wise balance loss of the layers so far, added to the loss by the last
   stage so that each layer's balance term back-propagates into its own stage.
 
+Packed rows: every stage also gets the micro-batch's `document_ids` (B, T), as a keyword
+argument the schedule hands to all stages, and builds from it the block-diagonal causal mask
+and the positions restarting at each document, exactly as `Transformer.forward` does.
+
 The last stage holds the final norm, the output head and every MTP module, and returns
-`(logits, aux, *mtp_logits)` to the schedule's loss function (`pipeline_loss`).
+`(logits, aux, *mtp_logits)` to the schedule's loss function (`PipelineLoss`), which scores
+them with the training objective the caller sets for the step (the same function the
+single-process loop uses: `trainer.adapters.DeepSeekV3Model.objective`). Its target is the
+micro-batch's targets and document ids stacked, (B, T, 2), since the MTP targets stop at
+document boundaries. Losses are already normalised by the step's token counts, so the
+schedule does not scale gradients by the number of micro-batches (`scale_grads=False`).
 
 Stage modules hold the model's own submodules under the model's names (`embed`,
 `layers.<i>`, `norm`, `head`, `mtp.<d>`), so a stage's parameter names are the model's and
@@ -26,24 +35,28 @@ Parts of the model that no stage of this rank runs are moved to the meta device 
 
 Static stage shapes: the stages are built for one micro-batch shape (batch, seq) and the
 schedule refuses others; metadata inference by a trial forward/backward (which would run the
-expert all-to-alls on dummy data) is never used. Padding masks are not supported on this path:
-training batches are packed sequences of one length.
+expert all-to-alls on dummy data) is never used. Training rows are packed to one length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from trainer.model import Transformer, add_expert_load, lm_loss, mtp_loss
-from trainer.model.model import MTPModule
+from trainer.config import ScheduleName
+from trainer.model import Transformer, add_expert_load
+from trainer.model.model import MTPModule, attention_mask, document_positions
 
-ScheduleName = Literal["1f1b", "dualpipev"]
-SCHEDULE_NAMES: tuple[ScheduleName, ...] = ("1f1b", "dualpipev")
+# One micro-batch's share of the step's objective: (logits, mtp_logits, aux, targets,
+# document_ids, micro-batches this rank runs in the step) -> (the loss to back-propagate, the
+# token-summed losses for logging).
+Objective = Callable[
+    [Tensor, Sequence[Tensor], Tensor | None, Tensor, Tensor, int],
+    tuple[Tensor, dict[str, float]],
+]
 
 
 def stages_per_rank(schedule: ScheduleName) -> int:
@@ -76,9 +89,12 @@ class StageModule(nn.Module):
     """Layers `layer_ids` of a Transformer, with the embedding on the first stage and the
     final norm, head and MTP modules on the last (see the module docstring)."""
 
-    def __init__(self, model: Transformer, layer_ids: range, *, first: bool, last: bool) -> None:
+    def __init__(
+        self, model: Transformer, layer_ids: range, *, first: bool, last: bool, mtp: bool = True
+    ) -> None:
         super().__init__()
         self.first, self.last = first, last
+        self.run_mtp = mtp  # False: the loss gives MTP no weight, so the modules do not run
         self.n_layers = model.args.n_layers
         self.rotary = model.rotary
         self.embed = model.embed if first else None
@@ -88,7 +104,9 @@ class StageModule(nn.Module):
         self.mtp = model.mtp if last else None
         self.expert_load: dict[int, Tensor] = {}
 
-    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, *inputs: Tensor, document_ids: Tensor) -> tuple[Tensor, ...]:
+        """inputs: the tokens (B, T) on the first stage, else (h, emb, aux) from the previous
+        one; document_ids (B, T): which packed document each position belongs to."""
         if self.first:
             (tokens,) = inputs
             assert self.embed is not None
@@ -97,10 +115,11 @@ class StageModule(nn.Module):
         else:
             h, emb, aux = inputs
         T = h.shape[1]
-        rope = self.rotary(0, T, h.device)
+        rope = self.rotary(0, T, h.device, document_positions(document_ids))
+        mask = attention_mask(T, 0, None, h.device, document_ids)
         loads: dict[int, Tensor] = {}
         for key, layer in self.layers.items():
-            h, layer_aux, load = layer(h, rope, None, start_pos=0, cache=None, absorb=False)
+            h, layer_aux, load = layer(h, rope, mask, start_pos=0, cache=None, absorb=False)
             aux = aux + layer_aux
             if load is not None:
                 loads[int(key)] = load
@@ -114,11 +133,13 @@ class StageModule(nn.Module):
         # embeddings instead of looked up again.
         mtp_logits = []
         h_k = h
-        for d, module in enumerate(self.mtp, 1):
+        for d, module in enumerate(self.mtp if self.run_mtp else (), 1):
             assert isinstance(module, MTPModule)
-            rope_d = self.rotary(0, T - d, h.device)
+            docs = document_ids[:, : T - d]  # depth d at position i: inside i's document
+            rope_d = self.rotary(0, T - d, h.device, document_positions(docs))
+            mask_d = attention_mask(T - d, 0, None, h.device, docs)
             h_k, normed, depth_aux, load = module(
-                h_k[:, :-1], emb[:, d:], rope_d, None, start_pos=0, cache=None, absorb=False
+                h_k[:, :-1], emb[:, d:], rope_d, mask_d, start_pos=0, cache=None, absorb=False
             )
             mtp_logits.append(self.head(normed))  # (B, T - d, V)
             aux = aux + depth_aux
@@ -133,28 +154,33 @@ class StageModule(nn.Module):
         return load
 
 
-def training_loss(
-    logits: Tensor, mtp_logits: Sequence[Tensor], aux: Tensor, targets: Tensor, mtp_lambda: float
-) -> Tensor:
-    """Next-token loss + lambda-weighted MTP loss + balance loss: the objective of one
-    micro-batch, the same with or without a pipeline."""
-    return lm_loss(logits, targets) + mtp_loss(mtp_logits, targets, mtp_lambda) + aux.sum()
-
-
-@dataclass(frozen=True)
 class PipelineLoss:
-    """The schedule's loss function: the last stage's outputs against the micro-batch targets.
-    (A dataclass rather than a closure, so that it pickles.)"""
+    """The schedule's loss function: the last stage's outputs against one micro-batch's
+    targets and document ids, (B, T, 2), scored by the step's objective. The caller sets
+    `objective` and `microbatches` before each step; `sums` collects the logged losses."""
 
-    mtp_lambda: float
+    def __init__(self) -> None:
+        self.objective: Objective | None = None
+        self.microbatches = 1
+        self.sums: dict[str, float] = {}
 
-    def __call__(self, outputs: tuple[Tensor, ...], targets: Tensor) -> Tensor:
+    def start(self, objective: Objective, microbatches: int) -> None:
+        self.objective, self.microbatches, self.sums = objective, microbatches, {}
+
+    def __call__(self, outputs: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        assert self.objective is not None, "PipelineLoss.start sets the step's objective"
         logits, aux, *mtp_logits = outputs
-        return training_loss(logits, mtp_logits, aux, targets, self.mtp_lambda)
+        targets, document_ids = target[..., 0], target[..., 1]
+        loss, sums = self.objective(
+            logits, mtp_logits, aux.sum(), targets, document_ids, self.microbatches
+        )
+        for key, value in sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        return loss
 
 
 def example_io(
-    model: Transformer, stage: int, n_stages: int, batch: int, seq: int
+    model: Transformer, stage: int, n_stages: int, batch: int, seq: int, *, run_mtp: bool = True
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Meta tensors with the shapes a stage receives and returns for one micro-batch: the
     static metadata `PipelineStage` is built with."""
@@ -174,19 +200,20 @@ def example_io(
     )
     mtp = tuple(
         torch.empty(batch, seq - d, args.vocab_size, dtype=dtype, device="meta", requires_grad=True)
-        for d in range(1, len(model.mtp) + 1)
+        for d in range(1, (len(model.mtp) if run_mtp else 0) + 1)
     )
     return inputs, (logits, aux, *mtp)
 
 
 def build_stage_modules(
-    model: Transformer, schedule: ScheduleName, pp_rank: int, pp_size: int
+    model: Transformer, schedule: ScheduleName, pp_rank: int, pp_size: int, *, mtp: bool = True
 ) -> dict[int, StageModule]:
-    """This rank's stage modules, keyed by stage index; frees the parts no stage here runs."""
+    """This rank's stage modules, keyed by stage index; frees the parts no stage here runs.
+    mtp: run the MTP modules on the last stage (False when the loss gives them no weight)."""
     n_stages = pp_size * stages_per_rank(schedule)
     layers = split_layers(model.args.n_layers, n_stages)
     mine = {
-        s: StageModule(model, layers[s], first=s == 0, last=s == n_stages - 1)
+        s: StageModule(model, layers[s], first=s == 0, last=s == n_stages - 1, mtp=mtp)
         for s in stage_ids(schedule, pp_rank, pp_size)
     }
     _release_unused(model, list(mine.values()))
@@ -225,6 +252,8 @@ def build_schedule(
     n_microbatches: int,
     microbatch_shape: tuple[int, int],
     device: torch.device,
+    loss: PipelineLoss,
+    run_mtp: bool = True,
 ) -> Any:
     """The `torch.distributed.pipelining` stages and schedule for this rank's stage modules
     (which may be wrapped for data parallelism by now)."""
@@ -234,7 +263,7 @@ def build_schedule(
     n_stages = pp_size * stages_per_rank(schedule)
     pipeline_stages: list[Any] = []
     for index, module in sorted(stages.items()):
-        inputs, outputs = example_io(model, index, n_stages, *microbatch_shape)
+        inputs, outputs = example_io(model, index, n_stages, *microbatch_shape, run_mtp=run_mtp)
         pipeline_stages.append(
             PipelineStage(
                 module,
@@ -247,12 +276,11 @@ def build_schedule(
                 dw_builder=_whole_backward if isinstance(module, FSDPModule) else None,
             )
         )
-    loss = PipelineLoss(model.args.mtp_lambda)
     if schedule == "dualpipev":
         if n_microbatches < n_stages:
             raise ValueError(
                 f"DualPipeV over {pp_size} pipeline ranks ({n_stages} stages) needs at least "
                 f"{n_stages} micro-batches per step, got {n_microbatches}"
             )
-        return ScheduleDualPipeV(pipeline_stages, n_microbatches, loss_fn=loss)
-    return Schedule1F1B(pipeline_stages[0], n_microbatches, loss_fn=loss)
+        return ScheduleDualPipeV(pipeline_stages, n_microbatches, loss_fn=loss, scale_grads=False)
+    return Schedule1F1B(pipeline_stages[0], n_microbatches, loss_fn=loss, scale_grads=False)

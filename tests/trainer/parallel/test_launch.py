@@ -10,10 +10,16 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from trainer.config import LoopConfig, OptimConfig, ParallelConfig
 from trainer.model import tiny
-from trainer.parallel.check import merge_ranks, parallel_steps, reference_step
+from trainer.parallel.check import (
+    StepCase,
+    loop_steps,
+    loop_steps_many,
+    merge_ranks,
+    random_documents,
+)
 from trainer.parallel.launch import WorkerError, spawn
-from trainer.parallel.parallelize import ParallelDims
 
 
 def all_reduce_rank(rank: int, world_size: int, offset: int) -> tuple[int, int]:
@@ -67,21 +73,29 @@ def test_a_hang_is_killed_at_the_deadline() -> None:
 
 
 def test_smoke_two_rank_steps_match_one_process() -> None:
-    """The default tier's taste of `make test-dist`: expert parallelism and DualPipeV on two
-    ranks give the single-process loss and gradients (the full set is in test_dist.py)."""
-    args = tiny(vocab_size=64, seq_aux_alpha=0.01)
-    data = torch.randint(0, 64, (4, 13), generator=torch.Generator().manual_seed(2))
-    tokens, targets = data[:, :-1], data[:, 1:]
-    configs = {
-        "ep": ParallelDims(ep=2),
-        "dualpipev": ParallelDims(pp=2, microbatches=4, schedule="dualpipev"),
+    """The default tier's taste of `make test-dist`: one step of the training loop's
+    `train_step` under expert parallelism and DualPipeV on two ranks gives the single-process
+    loss and gradients (the full set is in test_dist.py)."""
+    case = StepCase(
+        tiny(vocab_size=64, seq_aux_alpha=0.01),
+        random_documents(24, 64, seed=2),
+        seq_len=12,
+        loop=LoopConfig(rows_per_micro_batch=4, grad_accum=1),
+        optim=OptimConfig(lr=1e-2, warmup_steps=1),
+    )
+    layouts = {
+        "ep": ParallelConfig(ep=2),
+        "dualpipev": ParallelConfig(pp=2, microbatches=4, schedule="dualpipev"),
     }
-    per_rank = spawn(parallel_steps, 2, (configs, args, 0, tokens, targets, 0.01), timeout_s=600)
-    ref = reference_step(args, 0, tokens, targets, 0.01)
-    for name in configs:
+    cases = {name: case.under(layout) for name, layout in layouts.items()}
+    per_rank = spawn(loop_steps_many, 2, (cases,), timeout_s=600)
+    torch.set_num_threads(1)
+    ref = loop_steps(0, 1, case)
+    loss = ref.records[0]["loss"]
+    for name in layouts:
         records = [ranks[name] for ranks in per_rank]
         grads, _ = merge_ranks(records)
-        assert [r.loss for r in records] == pytest.approx([ref.loss] * 2, rel=1e-6)
+        assert [r.records[0]["loss"] for r in records] == pytest.approx([loss] * 2, rel=1e-6)
         assert grads.keys() == ref.grads.keys()
         worst = max((grads[n] - ref.grads[n]).abs().max().item() for n in grads)
         assert worst < 1e-6, (name, worst)
