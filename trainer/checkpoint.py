@@ -34,8 +34,6 @@ from trainer.model.model import ModelArgs, Transformer
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-# Files a checkpoint owns; a tokenizer directory's copies of these are never taken.
-_OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME}
 
 # Our module names (DeepSeek's reference code) -> the hub's, one dotted segment at a time.
 _SEGMENT_NAMES = {
@@ -328,9 +326,26 @@ def save_checkpoint(
 
     if tokenizer_dir is not None:
         for f in sorted(Path(tokenizer_dir).iterdir()):
-            if f.is_file() and f.name not in _OWN_FILES and not f.name.endswith(".safetensors"):
+            if f.is_file() and is_tokenizer_file(f.name):
                 shutil.copy2(f, out / f.name)
     return out
+
+
+# Files a tokenizer directory may hold besides `tokenizer*` ones (transformers' names).
+_TOKENIZER_EXTRAS = {
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+}
+
+
+def is_tokenizer_file(name: str) -> bool:
+    """Whether a file of a tokenizer directory belongs to the tokenizer. The directory is
+    often a trained checkpoint, whose metrics.jsonl, plots and summaries must not be copied
+    into (and, once published, over) the new run's own."""
+    return name.startswith("tokenizer") or name in _TOKENIZER_EXTRAS
 
 
 def _shard(tensors: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:

@@ -290,6 +290,8 @@ def test_run_writes_checkpoint_metrics_and_lineage(base: Path, tmp_path: Path) -
             steps=3, log_every=1, checkpoint_every=2, tensorboard=False, progress=False
         ),
     )
+    (base / "metrics.jsonl").write_text('{"kind": "train", "step": 600}\n')
+    (base / "loss.png").write_bytes(b"not the policy's")
     out = tmp_path / "run"
     summary = run_grpo(cfg, out_dir=out, say=lambda _: None)
     assert summary.steps == 3 and summary.resumed_from is None
@@ -305,6 +307,8 @@ def test_run_writes_checkpoint_metrics_and_lineage(base: Path, tmp_path: Path) -
     final = latest_checkpoint(out)
     assert final is not None and (final / REFERENCE_FILE).is_file()  # refreshed at step 2
     assert not (out / REFERENCE_FILE).exists()  # the published model is the policy alone
+    # The parent's own run files (its tokenizer directory is the parent) are not copied.
+    assert not (final / "loss.png").exists() and not (final / "metrics.jsonl").exists()
     assert (out / "grpo.png").stat().st_size > 0
     assert json.loads((out / "train_summary.json").read_text())["prompts"]["table"] == "rl-prompts"
     reloaded, _ = load_checkpoint(out)
