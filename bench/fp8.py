@@ -13,15 +13,18 @@
    operands. Two input kinds: standard normal (quantisation error dominates) and uniform
    [0, 1) (positive, so every sum grows with K, as long dot products of positive
    activations do).
-2. FP8 against FP32 training on the same run and seed: `tiny` widened so that every
-   linear layer is at least 128 wide (dim 128, q/kv latents 128, experts 128 wide, dense
-   MLP 384), trained on the toy corpus (worked solutions of every family, tokenised by a
-   1024-token BPE trained here; 5% of the documents held out) with AdamW, warm-up + cosine,
-   clipping, MTP and router-bias updates. The loop is a minimal TEMPORARY one (`train_run`)
-   until the project's training loop lands; both runs share it, the data order and the
-   initial weights. The full run adds a control, FP32 from another initial seed on the same
-   batches, for the scale of run-to-run differences. Writes the curves to docs/fp8-loss.png
-   (full run) and the per-step losses to work/bench/fp8/.
+2. FP8 against FP32 training on the same run and seed, through the project's training loop
+   (`trainer.train.run_training`, what `r1f train pretrain` runs; FP8 is the config's
+   `fp8:` section): `tiny` widened so that every linear layer is at least 128 wide (dim 128,
+   q/kv latents 128, experts 128 wide, dense MLP 384), pretrained on the toy corpus (every
+   family's worked solutions, task seed 0, in a scratch store under work/bench/fp8/) with a
+   1024-token BPE trained on it: AdamW, warm-up + cosine, clipping, MTP, the sequence
+   balance loss and router-bias updates, packed documents. Both runs share the data order
+   and the initial weights. The held-out loss is measured on a corpus drawn with task seed
+   1, packed the same way. The full run adds a control, FP32 from another initial seed
+   (`model.init_seed`) on the same batches, for the scale of run-to-run differences.
+   Writes the curves to docs/fp8-loss.png (full run) and the per-step losses to
+   work/bench/fp8/.
 3. GPU only (skipped without an SM 9.0 device): cuBLAS block-scaled FP8 against the
    emulation on fresh inputs with outlier channels, and TFLOP/s of the FP8 GEMM against
    bf16 torch.matmul at the DeepSeek-V3 shape M=4096, N=7168, K=16384.
@@ -30,12 +33,13 @@ One torch thread throughout (the machine has 2 shared cores). The last line is o
 object: `ratio` is the headline, how many times smaller the GEMM error against the fp32
 anchor is with promotion than without, at the largest K on positive inputs (higher is
 better); `fp8_loss_rel_err` is |final FP8 loss - final FP32 loss| / final FP32 loss on the
-held-out windows.
+held-out corpus.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -103,140 +107,187 @@ def ablation(ks: list[int], m: int, n: int) -> list[dict[str, Any]]:
 # Training: FP8 against FP32, same seed, same data
 
 
-def model_args(vocab_size: int) -> Any:
-    from trainer.model import tiny
+# The widened `tiny`: every linear layer at least 128 wide, so 128x128 weight blocks are real
+# blocks: wq_a, wkv_a (128 + 16 rope: a ragged block, as V3's 512 + 64 is), wkv_b 256, wo 128,
+# experts and the shared expert 128, the dense MLP 384, eh_proj 256 -> 128.
+WIDE_TINY: dict[str, Any] = {
+    "preset": "tiny",
+    "vocab_size": 1024,
+    "dim": 128,
+    "inter_dim": 384,
+    "q_lora_rank": 128,
+    "kv_lora_rank": 128,
+    "moe_inter_dim": 128,
+    "max_seq_len": 256,
+}
+# Held out: documents of the same families drawn with another task seed, a twentieth as many.
+HELD_OUT_SHARE = 20
 
-    # Every linear layer at least 128 wide, so 128x128 weight blocks are real blocks:
-    # wq_a, wkv_a (128 + 16 rope: a ragged block, as V3's 512 + 64 is), wkv_b 256, wo 128,
-    # experts and the shared expert 128, the dense MLP 384, eh_proj 256 -> 128.
-    return tiny(
-        vocab_size=vocab_size,
-        dim=128,
-        inter_dim=384,
-        q_lora_rank=128,
-        kv_lora_rank=128,
-        moe_inter_dim=128,
-        max_seq_len=256,
+
+def corpus_families(quick: bool) -> dict[str, int]:
+    from generators.tasks.corpus import CorpusConfig
+
+    families = CorpusConfig().families  # 7,000 documents of every family
+    return {name: max(1, n // 10) for name, n in families.items()} if quick else dict(families)
+
+
+def prepare(work: Path, quick: bool) -> tuple[Any, Path, Any, Any]:
+    """The scratch store with the training corpus (task seed 0) and a held-out corpus (task
+    seed 1), the tokenizer trained on the training corpus, and the model args file:
+    (store, tokenizer dir, training table ref, held-out table ref)."""
+    import yaml
+
+    from flows.train import corpus_tokenizer
+    from generators.tasks.corpus import CorpusConfig, corpus_table
+    from store.lineage import Lineage
+    from store.store import Store
+
+    store = Store(work / "store")
+    lineage = Lineage(writer="bench/fp8.py")
+    families = corpus_families(quick)
+    train_cfg = CorpusConfig(table="fp8-train", seed=0, families=families)
+    held_cfg = CorpusConfig(
+        table="fp8-held-out",
+        seed=1,
+        families={name: max(1, n // HELD_OUT_SHARE) for name, n in families.items()},
+        text_documents=train_cfg.text_documents // HELD_OUT_SHARE,
+    )
+    train_ref = corpus_table(store, train_cfg, lineage)
+    held_ref = corpus_table(store, held_cfg, lineage)
+    rows = store.read(train_ref.table, train_ref.version, ["prompt", "completion"])
+    tokenizer = corpus_tokenizer(
+        rows.get_column("prompt").to_list(),
+        rows.get_column("completion").to_list(),
+        int(WIDE_TINY["vocab_size"]),
+        work / "tokenizer",
+    )
+    (work / "model.yaml").write_text(yaml.safe_dump(WIDE_TINY))
+    return store, tokenizer, train_ref, held_ref
+
+
+def run_config(
+    work: Path, train_ref: Any, *, fp8: bool, init_seed: int, steps: int, batch: int, seq_len: int
+) -> Any:
+    """One run of the project's training loop, as `r1f train pretrain` would run it from YAML."""
+    from store.store import StoreConfig
+    from trainer.config import DataConfig, LoopConfig, ModelConfig, OptimConfig, TrainConfig
+    from trainer.fp8 import Float8Recipe
+
+    return TrainConfig(
+        stage="pretrain",
+        seed=0,  # data order (the same in every run)
+        store=StoreConfig(root=str(work / "store")),
+        model=ModelConfig(
+            preset="tiny",
+            args_file=str(work / "model.yaml"),
+            tokenizer=str(work / "tokenizer"),
+            init_seed=init_seed,
+        ),
+        data=DataConfig(source=str(train_ref), seq_len=seq_len, chat_share=0.2, loss_on="all"),
+        optim=OptimConfig(
+            lr=3e-3,
+            min_lr_ratio=0.1,
+            warmup_steps=max(1, steps // 10),
+            weight_decay=0.1,
+            grad_clip=1.0,
+        ),
+        loop=LoopConfig(
+            steps=steps,
+            rows_per_micro_batch=batch,
+            log_every=1,
+            checkpoint_every=0,
+            keep_checkpoints=1,
+            threads=1,
+            tensorboard=False,
+            progress=False,
+        ),
+        fp8=Float8Recipe.named("deepseek_v3") if fp8 else None,
     )
 
 
-def token_streams(seq_len: int, max_eval_windows: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The toy corpus (every family's worked solutions and prompts), documents shuffled with
-    a fixed seed, 5% of them held out: (training stream, held-out windows (n, seq_len + 1),
-    vocabulary size)."""
-    import random
+def held_out_loss(
+    model_dir: Path, store: Any, held_ref: Any, seq_len: int, fp8: bool
+) -> tuple[float, int]:
+    """Main next-token loss per scored token of the trained model on the held-out corpus,
+    packed as the training data is (every token scored); FP8 runs are evaluated with their
+    FP8 forward. Returns (loss, scored tokens)."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.data import DataSpec, PackedDataset, load_rows, tokenize_rows
+    from trainer.fp8 import Float8Recipe, convert_to_fp8
+    from trainer.model import lm_loss
+    from trainer.tokenizer import R1Tokenizer
 
-    from generators.tasks.corpus import toy_corpus
-    from trainer.tokenizer import R1Tokenizer, train_tokenizer
-
-    texts = toy_corpus()
-    tok = R1Tokenizer(train_tokenizer(texts, vocab_size=1024))
-    random.Random(0).shuffle(texts)
-    n_held = len(texts) // 20
-
-    def stream(docs: list[str]) -> torch.Tensor:
-        ids: list[int] = []
-        for text in docs:
-            ids += [*tok.encode(text), tok.eos_id]
-        return torch.tensor(ids)
-
-    held = stream(texts[:n_held])
-    n_windows = min(max_eval_windows, (held.numel() - 1) // (seq_len + 1))
-    windows = held[: n_windows * (seq_len + 1)].view(n_windows, seq_len + 1)
-    return stream(texts[n_held:]), windows, tok.vocab_size
+    tokenizer = R1Tokenizer.from_dir(model_dir)
+    _, rows = load_rows(str(held_ref), store)
+    docs = tokenize_rows(rows, tokenizer, DataSpec(loss_on="all", chat_share=0.2, seed=0))
+    inputs, targets, document_ids = PackedDataset(docs, seq_len, 0, tokenizer.pad_id).rows(0)
+    model, _ = load_checkpoint(model_dir)
+    if fp8:
+        convert_to_fp8(model, Float8Recipe.named("deepseek_v3"))
+    model.eval()
+    total, scored = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], 32):
+            part = slice(start, start + 32)
+            logits = model(inputs[part], document_ids=document_ids[part]).logits
+            total += float(lm_loss(logits, targets[part], reduction="sum"))
+            scored += int((targets[part] != -100).sum())
+    return total / scored, scored
 
 
-def train_run(
-    data: torch.Tensor,
-    held_out: torch.Tensor,
-    vocab_size: int,
-    *,
-    fp8: bool,
+def _say(run: str, line: str) -> None:
+    print(f"  {run}: {line}", flush=True)
+
+
+def training(
     steps: int,
     batch: int,
     seq_len: int,
-    init_seed: int,
-    data_seed: int,
+    *,
+    control: bool,
+    quick: bool,
+    work: Path | None = None,
 ) -> dict[str, Any]:
-    """TEMPORARY minimal training loop (until the project's loop lands on main): AdamW,
-    warm-up + cosine, clipping at 1.0, MTP loss, router-bias updates. The same seeds give the
-    same initial weights and the same batches whether `fp8` or not."""
-    from trainer.fp8 import Float8Recipe, convert_to_fp8
-    from trainer.model import Transformer, lm_loss, mtp_loss, update_router_bias
+    """FP32 and FP8 from seed 0 on the same batches, each one `run_training` call (the loop
+    `r1f train` runs); with `control`, also FP32 from another initial seed on the same
+    batches, for the scale of run-to-run differences. `work`: the scratch directory
+    (default work/bench/fp8/quick or full; another bench passes its own, so both can run at
+    once)."""
+    import shutil
 
-    args = model_args(vocab_size)
-    torch.manual_seed(init_seed)
-    model = Transformer(args)
-    if fp8:
-        convert_to_fp8(model, Float8Recipe.named("deepseek_v3"))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    warmup = max(1, steps // 10)
+    from trainer.metrics import read_metrics
+    from trainer.train import run_training
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(data_seed)
-    losses = []
-    model.train()
-    began, cpu_began = time.perf_counter(), time.process_time()
-    for step in range(steps):
-        starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=gen)
-        window = torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])
-        inputs, targets = window[:, :-1], window[:, 1:]
-        out = model(inputs, mtp=True)
-        assert out.aux_loss is not None
-        main = lm_loss(out.logits, targets)
-        loss = main + mtp_loss(out.mtp_logits, targets, args.mtp_lambda) + out.aux_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        update_router_bias(model, out.expert_load, args.bias_update_speed)
-        losses.append(main.item())
-        if (step + 1) % 50 == 0:
-            label = "fp8" if fp8 else "fp32"
-            elapsed = time.perf_counter() - began
-            print(
-                f"  {label} step {step + 1}/{steps}: loss {main.item():.4f} ({elapsed:.0f} s)",
-                flush=True,
-            )
-    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
-    model.eval()
-    with torch.no_grad():
-        eval_loss = lm_loss(model(held_out[:, :-1]).logits, held_out[:, 1:]).item()
-    return {
-        "losses": losses,
-        "eval_loss": eval_loss,
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-    }
-
-
-def training(steps: int, batch: int, seq_len: int, *, control: bool) -> dict[str, Any]:
-    """FP32 and FP8 from seed 0 on the same batches; with `control`, also FP32 from another
-    initial seed (same batches), for the scale of run-to-run differences."""
-    train_data, held_out, vocab_size = token_streams(seq_len, max_eval_windows=128)
+    work = work or WORK / ("quick" if quick else "full")
+    store, _, train_ref, held_ref = prepare(work, quick)
     plan = {"fp32": (False, 0), "fp8": (True, 0)}
     if control:
         plan["fp32_init_seed_1"] = (False, 1)
-    runs = {
-        name: train_run(
-            train_data,
-            held_out,
-            vocab_size,
-            fp8=fp8,
-            steps=steps,
-            batch=batch,
-            seq_len=seq_len,
-            init_seed=init_seed,
-            data_seed=0,
+    runs: dict[str, dict[str, Any]] = {}
+    eval_tokens = 0
+    for name, (fp8, init_seed) in plan.items():
+        out = work / "runs" / name
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = run_config(
+            work, train_ref, fp8=fp8, init_seed=init_seed, steps=steps, batch=batch, seq_len=seq_len
         )
-        for name, (fp8, init_seed) in plan.items()
-    }
+        began, cpu_began = time.perf_counter(), time.process_time()
+        summary = run_training(cfg, out_dir=out, say=functools.partial(_say, name))
+        seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
+        losses = [r["loss"] for r in read_metrics(out, kind="train")]
+        eval_loss, eval_tokens = held_out_loss(out, store, held_ref, seq_len, fp8)
+        print(
+            f"  {name}: {steps} steps, final loss {losses[-1]:.4f}, held-out {eval_loss:.4f} "
+            f"({seconds:.0f} s, {cpu_seconds:.0f} CPU-s)",
+            flush=True,
+        )
+        runs[name] = {
+            "losses": losses,
+            "eval_loss": eval_loss,
+            "seconds": summary.train_seconds,
+            "cpu_seconds": cpu_seconds,
+            "tokens": summary.tokens,
+        }
     tail = max(2, steps // 10)
     tails = {name: sum(r["losses"][-tail:]) / tail for name, r in runs.items()}
     evals = {name: r["eval_loss"] for name, r in runs.items()}
@@ -255,8 +306,7 @@ def training(steps: int, batch: int, seq_len: int, *, control: bool) -> dict[str
     return {
         "steps": steps,
         "tokens_per_step": batch * seq_len,
-        "vocab_size": vocab_size,
-        "eval_tokens": held_out.shape[0] * seq_len,
+        "eval_tokens": eval_tokens,
         "runs": runs,
         "eval_loss": evals,
         "train_tail_loss": tails,
@@ -406,9 +456,9 @@ def main() -> None:
     opts = parser.parse_args()
     torch.set_num_threads(1)
     if opts.quick:
-        ks, m, n, steps, batch, seq_len = [4096], 64, 64, 20, 4, 64
+        ks, m, n, steps, batch, seq_len = [4096], 64, 64, 20, 2, 256
     else:
-        ks, m, n, steps, batch, seq_len = [4096, 8192, 16384], 128, 128, 300, 8, 128
+        ks, m, n, steps, batch, seq_len = [4096, 8192, 16384], 128, 128, 300, 4, 256
     steps = opts.steps or steps
 
     began = time.perf_counter()
@@ -440,7 +490,7 @@ def main() -> None:
     ablation_s = time.perf_counter() - began
 
     began = time.perf_counter()
-    train = training(steps, batch, seq_len, control=not opts.quick)
+    train = training(steps, batch, seq_len, control=not opts.quick, quick=opts.quick)
     training_s = time.perf_counter() - began
     runs = train["runs"]
     print(

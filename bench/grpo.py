@@ -21,10 +21,17 @@ What it measures today (2 is the cost of keeping rollouts on the current policy)
 2. Rollouts after an update: the decode engine is rebuilt from the updated weights before
    the next rollout; its cost against the rollout's, and the sampler/training log-prob gap.
 
-Not built yet: the step-time comparison (one GRPO step, rollout and update, ours against
-`GRPOTrainer.train` for one step on the same model, prompts, group size, lengths and loss
-type). It needs our GRPO step, which comes with the training loop; until then the JSON line
-carries `"ratio": null`.
+3. The step time. One GRPO step, rollout and update, ours (`trainer.rl.grpo.grpo_step`:
+   the cached sampler, rewards, advantages, one clipped update with AdamW) against TRL's
+   (`GRPOTrainer.train`, one optimizer step: `model.generate`, rewards, advantages, the same
+   update), on the same tiny DeepSeek-V3 checkpoint (TRL loads it as `DeepseekV3ForCausalLM`),
+   the same rendered prompts, group size, horizon, temperature 1, loss type (`grpo` =
+   `seq-mean-token-mean`), beta 0 and reward (the completion's length in characters, so every
+   group has a spread and every row is trained on both sides). One torch thread each; each
+   side runs a warm-up step first, then the best of the timed steps counts (the machine is
+   shared). `ratio` in the JSON line is TRL's step time over ours (higher is better). Both
+   sides sample until EOS or the horizon; the sampled tokens per step are printed for each, so
+   a difference in work is visible.
 
 The last line is one JSON object with every figure.
 """
@@ -186,7 +193,7 @@ def trl_trainer(checkpoint: Path, work: Path, group: int, horizon: int) -> Any:
     )
     dataset = Dataset.from_dict({"prompt": ["1+1=", "2+2="] * group})
 
-    def length_reward(completions: list[str], **_: Any) -> list[float]:
+    def length_reward(completions: list[str], **_: Any) -> list[float | None]:
         return [float(len(c)) for c in completions]
 
     return GRPOTrainer(
@@ -296,6 +303,138 @@ def engine_refresh(checkpoint: Path, prompts: int, group: int, tokens: int) -> d
     }
 
 
+class CharLength:
+    """The completion's length in characters / 10: a reward with a spread in every group (the
+    same as TRL's side below), so neither side may skip a row."""
+
+    name = "length"
+
+    def __call__(self, items: Any) -> list[Any]:
+        from trainer.rl.rewards import RewardResult
+
+        return [RewardResult.ok(len(item.completion) / 10) for item in items]
+
+
+def bench_prompts(n: int) -> list[str]:
+    return [f"Compute {a % 9}+{a % 7}." for a in range(n)]
+
+
+def our_step_time(
+    checkpoint: Path, prompts: int, group: int, horizon: int, steps: int
+) -> dict[str, float]:
+    """Seconds of our GRPO step (best of `steps` after a warm-up) and the tokens it sampled."""
+    from trainer.adapters import DeepSeekV3Model
+    from trainer.checkpoint import load_checkpoint
+    from trainer.config import ModelConfig, OptimConfig
+    from trainer.optim import build_optimizer, build_scheduler
+    from trainer.rl.config import GRPOConfig, LossConfig, RewardsConfig, RolloutConfig
+    from trainer.rl.grpo import GRPOParts, RLPrompt, grpo_step
+    from trainer.rl.rollout import PolicySampler
+    from trainer.tokenizer import R1Tokenizer
+
+    model, _ = load_checkpoint(checkpoint)
+    tokenizer = R1Tokenizer.from_dir(checkpoint)
+    optimizer = build_optimizer(model, lr=1e-6, weight_decay=0.0)
+    parts = GRPOParts(
+        model=DeepSeekV3Model(model),
+        reference=None,
+        sampler=PolicySampler(model, tokenizer),
+        optimizer=optimizer,
+        scheduler=build_scheduler(
+            optimizer, warmup_steps=0, total_steps=steps + 1, min_lr_ratio=1.0
+        ),
+        rewards=[CharLength()],
+        recompute_old=False,
+    )
+    cfg = GRPOConfig(
+        model=ModelConfig(checkpoint=str(checkpoint)),
+        rollout=RolloutConfig(prompts_per_step=prompts, group_size=group, max_tokens=horizon),
+        loss=LossConfig(aggregation="seq-mean-token-mean", beta=0.0),
+        rewards=RewardsConfig(weights={"length": 1.0}),
+        optim=OptimConfig(lr=1e-6, warmup_steps=0, grad_clip=1.0),
+    )
+    batch = [RLPrompt(f"b{i}", text, None) for i, text in enumerate(bench_prompts(prompts))]
+    times, tokens = [], []
+    for step in range(steps + 1):
+        began = time.perf_counter()
+        record = grpo_step(parts, batch, cfg, step)
+        if step > 0:
+            times.append(time.perf_counter() - began)
+            tokens.append(record["sampled_tokens"])
+    best = min(range(len(times)), key=times.__getitem__)
+    return {"step_s": times[best], "sampled_tokens": tokens[best], "trained_rows": prompts * group}
+
+
+def trl_step_time(
+    checkpoint: Path, work: Path, prompts: int, group: int, horizon: int, steps: int
+) -> dict[str, float]:
+    """Seconds of one `GRPOTrainer` optimizer step (best of `steps` after a warm-up; generation
+    happens inside the step) and the tokens it sampled."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils import logging as hf_logging
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trainer.tokenizer import render_prompt
+
+    hf_logging.set_verbosity_error()
+    config = GRPOConfig(
+        output_dir=str(work / "trl-steps"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=prompts * group,
+        gradient_accumulation_steps=1,
+        num_generations=group,
+        max_completion_length=horizon,
+        temperature=1.0,
+        loss_type="grpo",
+        beta=0.0,
+        learning_rate=1e-6,
+        max_steps=steps + 1,
+        report_to="none",
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+    texts = [render_prompt(p) for p in bench_prompts(prompts)]
+    dataset = Dataset.from_dict({"prompt": texts * (steps + 2)})
+
+    def char_length(completions: list[str], **_: Any) -> list[float | None]:
+        return [len(c) / 10 for c in completions]
+
+    step_times: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self.began = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            step_times.append(time.perf_counter() - self.began)
+
+    trainer = GRPOTrainer(
+        model=str(checkpoint),
+        reward_funcs=char_length,
+        args=config,
+        train_dataset=dataset,
+        callbacks=[StepClock()],
+    )
+    # The per-step log lines and progress bar would bury the bench's table.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.train()
+    lengths = [
+        r["completions/mean_length"]
+        for r in trainer.state.log_history
+        if "completions/mean_length" in r
+    ]
+    timed = step_times[1:]
+    best = min(range(len(timed)), key=timed.__getitem__)
+    mean_length = lengths[1:][best] if len(lengths) == len(step_times) else float("nan")
+    return {"step_s": timed[best], "sampled_tokens": mean_length * prompts * group}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run, under a minute")
@@ -311,6 +450,10 @@ def main() -> None:
         rows = loss_parity(trainer, batch)
         prompts, tokens = (4, 16) if args.quick else (16, 48)
         refresh = engine_refresh(checkpoint, prompts, batch.group_size * 2, tokens)
+        group, timed_steps = 8, 2 if args.quick else 3
+        ours = our_step_time(checkpoint, prompts, group, tokens, timed_steps)
+        theirs = trl_step_time(checkpoint, work, prompts, group, tokens, timed_steps)
+    ratio = theirs["step_s"] / ours["step_s"]
 
     print("loss on one fixed batch (12 rows, 12 tokens), ours against TRL 1.16's _compute_loss")
     print_table(
@@ -351,7 +494,18 @@ def main() -> None:
         f"{refresh['rollouts']} rollouts; sampler vs training log-prob gap "
         f"{refresh['logprob_gap']:.1e}"
     )
-    print("step time: not measured yet (our GRPO step comes with the training loop)")
+    print(
+        f"\none GRPO step (rollout + update), {prompts} prompts x {group} samples, horizon "
+        f"{tokens}, tiny, fp32, 1 thread, best of {timed_steps} after a warm-up"
+    )
+    print_table(
+        ["side", "step s", "sampled tokens"],
+        [
+            ["ours (grpo_step)", f"{ours['step_s']:.3f}", f"{ours['sampled_tokens']:.0f}"],
+            ["TRL 1.16 GRPOTrainer", f"{theirs['step_s']:.3f}", f"{theirs['sampled_tokens']:.0f}"],
+        ],
+    )
+    print(f"ratio (TRL step time / ours): {ratio:.2f}")
     emit_json(
         {
             "bench": "grpo",
@@ -365,8 +519,14 @@ def main() -> None:
             "rollout_s": round(refresh["rollout_s"], 3),
             "engine_rebuild_share": round(refresh["rebuild_share"], 4),
             "logprob_gap": refresh["logprob_gap"],
-            "ratio": None,
-            "step_time": "not built yet",
+            "step_prompts": prompts,
+            "step_group": group,
+            "step_horizon": tokens,
+            "ours_step_s": round(ours["step_s"], 4),
+            "trl_step_s": round(theirs["step_s"], 4),
+            "ours_sampled_tokens": ours["sampled_tokens"],
+            "trl_sampled_tokens": round(theirs["sampled_tokens"], 1),
+            "ratio": round(ratio, 3),
         }
     )
 

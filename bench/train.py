@@ -44,7 +44,9 @@ too (`*_cpu_ratio`): on one thread they track wall time when the machine is quie
 `fp8_loss_rel_err`: FP8 against FP32 through this same loop, as bench/fp8.py measures it
 (`bench.fp8.training`: the widened `tiny`, the same seed and batches, the held-out loss):
 300 steps in the full run, 20 with --quick (`fp8_steps` says which). bench/fp8.py adds the
-run-to-run control and the curves (docs/fp8.md).
+run-to-run control and the curves (docs/fp8.md). The two 300-step runs take most of an hour
+on this machine: `--fp8-from LOG` takes the figure from a bench/fp8.py run's output instead
+(`fp8_source` names it), waiting for that run to finish if it is still going.
 
 The last line is one JSON object: `ratio` = our tokens/s over Trainer's on DeepSeek-V3
 (target >= 1.5), `student_ratio` = the same on the dense student (target >= 1.0).
@@ -211,7 +213,13 @@ def run_ours(kind: str, model_dir: Path, dataset: Any, warmup: int, steps: int) 
 
 
 def run_trainer(model_dir: Path, data: list[Any], warmup: int, steps: int) -> Timed:
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from trainer.data import IGNORE_INDEX
     from trainer.model.model import document_positions
@@ -273,12 +281,36 @@ def run_trainer(model_dir: Path, data: list[Any], warmup: int, steps: int) -> Ti
             callbacks=[clock],
             optimizers=(optimizer, scheduler),
         )
+        trainer.remove_callback(PrinterCallback)  # keeps its log in memory, as ours writes a file
         trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     (w0, c0), (w1, c1) = clock.marks[warmup], clock.marks[warmup + steps]
     tokens = sum(b.tokens for b in data[warmup : warmup + steps])
     assert all(int((b.targets != IGNORE_INDEX).sum()) > 0 for b in data)
     return Timed(losses, tokens, w1 - w0, c1 - c0)
+
+
+def fp8_from(log: Path, wait_s: float = 3600.0) -> dict[str, Any]:
+    """bench/fp8.py's figures from its output, whose last line is its JSON object. A run that
+    is still going (the last line is not JSON yet) is waited for, up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lines = log.read_text().strip().splitlines()
+        except OSError as err:
+            raise SystemExit(f"--fp8-from {log}: cannot read it ({err})") from None
+        try:
+            figures = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            figures = None
+        if isinstance(figures, dict):
+            if figures.get("bench") != "fp8":
+                raise SystemExit(f"--fp8-from {log}: its last line is not bench/fp8.py's JSON")
+            return figures
+        if time.monotonic() > deadline:
+            raise SystemExit(f"--fp8-from {log}: no JSON line after {wait_s:.0f} s of waiting")
+        print(f"  waiting for {log} to end with bench/fp8.py's JSON line ...", flush=True)
+        time.sleep(30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,6 +364,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side")
     parser.add_argument("--rounds", type=int, default=None, help="alternations of the two sides")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
+    parser.add_argument(
+        "--fp8-from",
+        metavar="LOG",
+        help="take fp8_loss_rel_err from the output of `python bench/fp8.py` (its last line; "
+        "waits for a run still going) instead of training the FP8 and FP32 runs again here",
+    )
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     warnings.filterwarnings("ignore")
@@ -343,7 +381,8 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     began = time.perf_counter()
-    dataset, ours_dir, student_dir = prepare(WORK / ("quick" if opts.quick else "full"), opts.quick)
+    mode = "quick" if opts.quick else "full"
+    dataset, ours_dir, student_dir = prepare(WORK / mode, opts.quick)
     stats = dataset.stats()
     print(
         f"data: {stats.documents} documents in {stats.rows} rows of {SEQ_LEN}; {ROWS} rows a "
@@ -381,11 +420,18 @@ def main() -> None:
             for name, r in results.items()
         ],
     )
-    from bench.fp8 import training as fp8_training
+    if opts.fp8_from:
+        fp8 = fp8_from(Path(opts.fp8_from))
+        fp8_steps = fp8["train_steps"]
+        print(f"\nFP8 against FP32, {fp8_steps} steps: taken from {opts.fp8_from}")
+    else:
+        from bench.fp8 import training as fp8_training
 
-    fp8_steps, fp8_rows = (20, 2) if opts.quick else (300, 4)
-    print(f"\nFP8 against FP32, {fp8_steps} steps of {fp8_rows} x 256 (bench/fp8.py's run):")
-    fp8 = fp8_training(fp8_steps, fp8_rows, 256, control=False, quick=opts.quick)
+        fp8_steps, fp8_rows = (20, 2) if opts.quick else (300, 4)
+        print(f"\nFP8 against FP32, {fp8_steps} steps of {fp8_rows} x 256 (bench/fp8.py's run):")
+        fp8 = fp8_training(
+            fp8_steps, fp8_rows, 256, control=False, quick=opts.quick, work=WORK / "fp8" / mode
+        )
     print(
         f"held-out loss FP32 {fp8['eval_loss']['fp32']:.4f}, FP8 {fp8['eval_loss']['fp8']:.4f}: "
         f"fp8_loss_rel_err {100 * fp8['fp8_loss_rel_err']:.3f}%"
@@ -399,6 +445,7 @@ def main() -> None:
             "student_ratio": results["student"]["ratio"],
             "fp8_loss_rel_err": float(f"{fp8['fp8_loss_rel_err']:.3e}"),
             "fp8_steps": fp8_steps,
+            "fp8_source": opts.fp8_from or "this run",
             "fp8_eval_loss": {k: rounded(v, 4) for k, v in fp8["eval_loss"].items()},
             "deepseek_v3": results["deepseek_v3"],
             "student": results["student"],

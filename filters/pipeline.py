@@ -999,7 +999,7 @@ def yield_report(
         gen = e["generation"]
         rate = "" if e["acceptance"] is None else f"{e['acceptance']:.1%}"
         made = "" if gen is None else f"{gen['samples']:,}"
-        tokens = "" if gen is None else f"{gen['completion_tokens']:,}"
+        tokens_text = "" if gen is None else f"{gen['completion_tokens']:,}"
         per = (
             ""
             if gen is None or gen["tokens_per_accepted"] is None
@@ -1007,7 +1007,7 @@ def yield_report(
         )
         lines.append(
             f"| `{e['table']}@{e['version']}` | {e['rows']:,} | {e['accepted']:,} | {rate} | "
-            f"{made} | {tokens} | {per} |"
+            f"{made} | {tokens_text} | {per} |"
         )
     return Report(
         "filter.yield", "Yield and cost per accepted sample", {"inputs": entries}, "\n".join(lines)

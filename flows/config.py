@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from filters.pipeline import FilterRunConfig
 from generators.generate import GenerateConfig
@@ -18,25 +19,55 @@ from verifiers.judge import JudgeConfig
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """How big the toy demo is; every count is per task source."""
+    """Where `r1f demo` writes what is not in the store (the release, the recipe's runs go
+    to `recipe.runs_dir`); the demo owns this directory and clears it first."""
 
-    tasks_per_source: int = 25
-    difficulty: int = 1
-    # Malformed rows appended to the first import, to show quarantine at work.
-    planted_bad_rows: int = 3
-    # HumanEval problems whose canonical solution (and a mutant) go through the sandbox.
-    humaneval_problems: int = 10
-    # Sampling from the pretrained toy base: trained once from this config and cached under
-    # base_dir/<config hash>, so a second demo reuses it. Without a config, the demo samples
-    # from a freshly initialised `model_preset` checkpoint instead (random weights).
-    base_config: str | None = "configs/pretrain-toy.yaml"
-    base_dir: str = "work/base"
-    model_preset: str = "tiny"
-    generate_prompts_per_source: int = 2
-    samples_per_prompt: int = 2
-    max_tokens: int = 48
-    temperature: float = 1.0
     out_dir: str = field(default="work/demo", metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    """How the Prefect flows fan work out (docs/flows.md).
+
+    `process`: a bounded pool of worker processes on this machine (one backend, one loaded
+    model, per worker). `ray`: Ray tasks through prefect-ray, on the cluster at `ray_address`
+    (or a local Ray started for the run when null). An `openai` generation backend always runs
+    its shards on threads of the flow's own process, sharing one client: its concurrency and
+    rate limit are the run's, not each worker's.
+    """
+
+    executor: Literal["process", "ray"] = "process"
+    workers: int = 2
+    ray_address: str | None = None  # e.g. ray://head:10001; null: a local Ray
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The R1 recipe as the `r1_recipe` flow runs it (stages that exist today; docs/flows.md).
+
+    The teacher that generates is the newest checkpoint the recipe has made (the toy base until
+    the RL stages land); `generate.backend.local.model_dir` is replaced by it. Outside the
+    recipe, the flows read `model_dir: "@base"` as this base (trained once, cached).
+    """
+
+    base_config: str = field(default="configs/pretrain-toy.yaml", metadata={"path": True})
+    # The base is trained once per config and cached under base_dir/<config hash>.
+    # Relative to the working directory (not the config file), like the demo's: the cache key
+    # hashes the base's config, its store root included.
+    base_dir: str = "work/base"
+    # R1-Zero: GRPO from the base (trainer.recipe.r1_zero); null leaves the stage out.
+    r1_zero_config: str | None = field(default="configs/r1-zero-toy.yaml", metadata={"path": True})
+    distill_config: str | None = field(default="configs/distill-toy.yaml", metadata={"path": True})
+    # Distilled students and evaluation results go here, one directory per mixture version.
+    runs_dir: str = field(default="work/recipe", metadata={"path": True})
+    # Worked solutions of the toy sources (backend `reference`), imported as a table beside
+    # the generated samples: the curated long-CoT set of the recipe's cold start.
+    reference_table: str | None = "toy-reference"
+    reference_per_source: int = 40
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,8 @@ class RunConfig:
     # absent unless the run has them (each needs its own table, and generation a model).
     generate: GenerateConfig | None = None
     judge: JudgeConfig | None = None
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

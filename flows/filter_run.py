@@ -69,11 +69,13 @@ def run_filter(
     *,
     progress: Progress | None = None,
     store_root: str | None = None,
+    flow_run_id: str | None = None,
 ) -> FilterRunReport:
     """Load a run config, run its `filter:` section against its store, render the card.
 
     `store_root` replaces the config's `store.root` (the CLI's `--store`);
-    the config hash in the lineage is the hash of the config as run. The
+    the config hash in the lineage is the hash of the config as run, and `flow_run_id` (else
+    PREFECT__FLOW_RUN_ID, set in a deployment's process) the flow run that made it. The
     card is `{outputs.card_dir}/{mixture}-v{version}/README.md`, the same
     text `r1f datasets card` and `r1f datasets export` give for that version.
     """
@@ -82,7 +84,7 @@ def run_filter(
         cfg = replace(cfg, store=replace(cfg.store, root=store_root))
     lineage = Lineage(
         writer=WRITER,
-        flow_run_id=os.environ.get("PREFECT__FLOW_RUN_ID"),
+        flow_run_id=flow_run_id or os.environ.get("PREFECT__FLOW_RUN_ID"),
         config_hash=config_hash(cfg),
     )
     store = Store.from_config(cfg.store)

@@ -16,12 +16,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from generators.tasks.corpus import CorpusConfig
+from generators.tasks.corpus import CorpusConfig, PromptSetConfig
 from store.config import load_config
 from trainer.config import TrainConfig
 from trainer.evaluate import EvalProblem
+from trainer.rl.config import GRPOConfig
 from trainer.train import TrainSummary
+
+if TYPE_CHECKING:
+    from trainer.rl.grpo import GRPOSummary
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -33,6 +38,19 @@ class StageConfig(TrainConfig):
 
 def load_stage_config(path: str | os.PathLike[str]) -> StageConfig:
     return load_config(Path(path), StageConfig)
+
+
+@dataclass(frozen=True)
+class GRPOStageConfig(GRPOConfig):
+    """The trainer's `GRPOConfig` plus `prompt_set`: when present, the toy RL prompts are
+    built into the store (or the existing version reused) and the run samples from that
+    version; without it, `prompts.source` names the table version or release."""
+
+    prompt_set: PromptSetConfig | None = None
+
+
+def load_grpo_stage_config(path: str | os.PathLike[str]) -> GRPOStageConfig:
+    return load_config(Path(path), GRPOStageConfig)
 
 
 def toy_problems(
@@ -103,14 +121,17 @@ def train_stage(
             store = Store.from_config(cfg.store)
             ref = corpus_table(store, cfg.corpus, Lineage(writer=f"r1f train {cfg.stage}"))
             say(f"corpus {ref} in {store.root}")
-            rows = store.read(ref.table, ref.version, ["prompt", "completion"])
-            vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
-            corpus_tokenizer(
-                rows.get_column("prompt").to_list(),
-                rows.get_column("completion").to_list(),
-                vocab,
-                out / TOKENIZER_DIR,
-            )
+            # Continued pretraining (a checkpoint to start from) keeps the checkpoint's
+            # tokenizer; a model from scratch gets one trained on its corpus.
+            if cfg.model.checkpoint is None:
+                rows = store.read(ref.table, ref.version, ["prompt", "completion"])
+                vocab = model_args(cfg.model.preset, cfg.model.args_file).vocab_size
+                corpus_tokenizer(
+                    rows.get_column("prompt").to_list(),
+                    rows.get_column("completion").to_list(),
+                    vocab,
+                    out / TOKENIZER_DIR,
+                )
             source = str(ref)
         if world > 1:
             import torch.distributed as dist
@@ -119,7 +140,8 @@ def train_stage(
             dist.broadcast_object_list(shared, src=0)
             source = shared[0]
         cfg = replace(cfg, data=replace(cfg.data, source=source))
-        tokenizer_dir = out / TOKENIZER_DIR
+        if cfg.model.checkpoint is None:
+            tokenizer_dir = out / TOKENIZER_DIR
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
@@ -131,3 +153,46 @@ def train_stage(
         eval_problems=problems,
         say=say,
     )
+
+
+def grpo_stage(
+    cfg: GRPOStageConfig,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> GRPOSummary:
+    """Run one GRPO stage (plain GRPO or R1-Zero): the toy prompt table first when the config
+    has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
+    from store.lineage import Lineage
+    from store.store import Store
+    from trainer.recipe import RL_STAGES, check_rl_stage
+    from trainer.rl.grpo import run_grpo
+
+    check_rl_stage(cfg)
+    problems = toy_problems(
+        cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
+    )
+    if cfg.prompt_set is not None:
+        from generators.tasks.corpus import prompt_table
+
+        if cfg.prompt_set.seed == cfg.eval.seed:
+            raise ValueError(
+                f"prompt_set.seed and eval.seed are both {cfg.eval.seed}: RL would train on the "
+                "held-out problems; give them different seeds"
+            )
+        # A toy family can draw the same small problem under two seeds: keep every held-out
+        # prompt out of the RL prompts.
+        held_out = sorted({p.prompt for p in problems})
+        prompt_set = replace(cfg.prompt_set, exclude_prompts=held_out)
+        store = Store.from_config(cfg.store)
+        ref = prompt_table(store, prompt_set, Lineage(writer=f"r1f train grpo ({cfg.stage})"))
+        say(f"RL prompts {ref} in {store.root}")
+        cfg = replace(cfg, prompts=replace(cfg.prompts, source=str(ref)))
+    out = Path(out_dir or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.stage in RL_STAGES:
+        return RL_STAGES[cfg.stage](
+            cfg, eval_problems=problems, out_dir=out, resume=resume, say=say
+        )
+    return run_grpo(cfg, out_dir=out, resume=resume, eval_problems=problems, say=say)

@@ -27,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # Sent by the watcher to the main thread only, to break it out of a blocking wait.
 WAKE_SIGNAL = signal.SIGUSR2
@@ -76,6 +78,24 @@ def _on_wake(signum: int, frame: object) -> None:
         raise Interrupted("interrupted")
 
 
+def _make_unraisable_hook(previous: Callable[[Any], object], main: int) -> Callable[[Any], object]:
+    """A hook that takes back an interrupt Python swallowed.
+
+    The handler can fire inside code whose exceptions Python only prints and ignores
+    (a weakref or GC callback, a `__del__`): the Ctrl-C would then be lost, with a traceback
+    on stderr. Mark it undelivered and wake the main thread to raise it again.
+    """
+
+    def hook(unraisable: Any) -> object:
+        if isinstance(unraisable.exc_value, Interrupted):
+            _delivered.clear()
+            signal.pthread_kill(main, WAKE_SIGNAL)
+            return None
+        return previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def watch_interrupts() -> Iterator[None]:
     """Make SIGINT visible to `check()` on every thread (call from the main thread)."""
@@ -89,6 +109,8 @@ def watch_interrupts() -> Iterator[None]:
     previous_wake = signal.signal(WAKE_SIGNAL, _on_wake)
     main = threading.main_thread().ident
     assert main is not None
+    previous_unraisable = sys.unraisablehook
+    sys.unraisablehook = _make_unraisable_hook(previous_unraisable, main)
 
     def watch() -> None:
         while data := os.read(read_end, 64):
@@ -102,6 +124,7 @@ def watch_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
+        sys.unraisablehook = previous_unraisable
         signal.signal(signal.SIGINT, previous_handler)
         signal.signal(WAKE_SIGNAL, previous_wake)
         signal.set_wakeup_fd(previous_fd)

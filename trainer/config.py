@@ -25,7 +25,9 @@ from store.config import load_config
 from store.store import StoreConfig
 from trainer.fp8.recipe import Float8Recipe
 
-Stage = Literal["pretrain", "sft", "distill"]
+# cold_start and rejection_sft are the R1 recipe's SFT stages (trainer.recipe): SFT by another
+# name, so that the checkpoint says which stage made it.
+Stage = Literal["pretrain", "sft", "distill", "cold_start", "rejection_sft"]
 ScheduleName = Literal["1f1b", "dualpipev"]
 SCHEDULE_NAMES: tuple[ScheduleName, ...] = ("1f1b", "dualpipev")
 DataParallelMode = Literal["fsdp", "ddp"]
@@ -48,6 +50,9 @@ class ModelConfig:
     # The tokenizer directory, when the model does not start from a checkpoint that has one
     # (a student from scratch takes its teacher's).
     tokenizer: str | None = None
+    # Seed of a fresh model's initial weights; None: the run's seed. Lets two runs share data
+    # order and differ only in their starting point (bench/fp8.py's run-to-run control).
+    init_seed: int | None = None
     # Training constants; None keeps the model's own (config.json's mtp_loss_weight, ...).
     mtp_lambda: float | None = None
     bias_update_speed: float | None = None
@@ -98,10 +103,11 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class RunLoopConfig:
+    """What every training loop shares (supervised and GRPO): how many steps, logging,
+    checkpoints, evaluation, threads. Each loop adds how it batches."""
+
     steps: int = 100
-    rows_per_micro_batch: int = 8  # packed rows of seq_len per forward
-    grad_accum: int = 1  # micro-batches per optimizer step
     log_every: int = 10
     checkpoint_every: int = 100  # also at the end; 0: only at the end
     keep_checkpoints: int = 2
@@ -111,11 +117,23 @@ class LoopConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "rows_per_micro_batch", "grad_accum", "log_every"):
+        for name in ("steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class LoopConfig(RunLoopConfig):
+    rows_per_micro_batch: int = 8  # packed rows of seq_len per forward
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("rows_per_micro_batch", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

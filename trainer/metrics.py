@@ -96,7 +96,10 @@ class Progress:
     """A one-line progress report on stderr: step, loss, tokens/s and ETA. On a terminal it
     redraws in place; otherwise it prints a line every `every` steps."""
 
-    def __init__(self, total_steps: int, start_step: int = 0, *, every: int = 10) -> None:
+    def __init__(
+        self, total_steps: int, start_step: int = 0, *, every: int = 10, label: str = "loss"
+    ) -> None:
+        self.label = label  # what the third figure is: the loss, or GRPO's mean reward
         self.total = total_steps
         self.start_step = start_step
         self.every = every
@@ -111,7 +114,7 @@ class Progress:
         rate = self.tokens / elapsed if elapsed > 0 else 0.0
         eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
         line = (
-            f"step {step}/{self.total}  loss {loss:.4f}  {rate:,.0f} tok/s  "
+            f"step {step}/{self.total}  {self.label} {loss:.4f}  {rate:,.0f} tok/s  "
             f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}"
         )
         if self.tty:

@@ -40,15 +40,15 @@ from torch import nn
 
 from store.config import config_hash, config_to_dict
 from trainer.adapters import DeepSeekV3Model, HFCausalLM, TrainableModel, step_expert_load
-from trainer.config import ModelConfig, TrainConfig
+from trainer.config import EvalConfig, ModelConfig, TrainConfig
 from trainer.data import (
     Batch,
     BatchStream,
     DataSource,
     DataSpec,
     PackedDataset,
-    load_rows,
-    tokenize_rows,
+    TokenizedRows,
+    open_rows,
 )
 from trainer.evaluate import EvalProblem, EvalReport, evaluate, hf_sampler_for, sampler_for
 from trainer.metrics import MetricsLog, Progress, plot_losses
@@ -65,9 +65,17 @@ from trainer.train_state import (
 
 Transform = Callable[[nn.Module], nn.Module]
 SUMMARY_FILE = "train_summary.json"
+# The training rows, copied once into a memory-mapped file (trainer.data.open_rows).
+DATA_CACHE = "data"
 LOSS_PLOT = "loss.png"
 # Files a training checkpoint holds besides the model; not copied into the published model.
-_STATE_FILES = {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+# (A GRPO checkpoint adds its KL reference's weights once they differ from the parent's.)
+_STATE_FILES = {
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "trainer_state.json",
+    "reference.safetensors",
+}
 
 
 class TrainError(ValueError):
@@ -79,8 +87,9 @@ class TrainError(ValueError):
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> TrainableModel:
-    """The model a run trains, seeded: the same config and seed give the same weights."""
-    torch.manual_seed(seed)
+    """The model a run trains, seeded (by `cfg.init_seed` when set, else `seed`): the same
+    config and seed give the same weights."""
+    torch.manual_seed(seed if cfg.init_seed is None else cfg.init_seed)
     if cfg.kind == "hf":
         return HFCausalLM(_build_hf(cfg, vocab_size))
     from trainer.checkpoint import load_checkpoint
@@ -298,6 +307,8 @@ class TrainSummary:
     final_loss: float | None
     eval_before: EvalReport | None
     eval_after: EvalReport | None
+    # The rows this process packed and trained on (documents, rows, tokens, scored, padding,
+    # truncated), and the table's document count.
     packing: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -359,16 +370,16 @@ def run_training(
     from store.store import Store
 
     store = Store.from_config(cfg.store)
-    source, rows = load_rows(cfg.data.source, store, only_kept=cfg.data.only_kept)
+    source, table = open_rows(
+        cfg.data.source, store, only_kept=cfg.data.only_kept, cache_dir=out / DATA_CACHE
+    )
     spec = DataSpec(loss_on=cfg.data.loss_on, chat_share=cfg.data.chat_share, seed=cfg.seed)
     dataset = PackedDataset(
-        tokenize_rows(rows, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
+        TokenizedRows(table, tokenizer, spec), cfg.data.seq_len, cfg.seed, tokenizer.pad_id
     )
-    packing = asdict(dataset.stats())
     say(
-        f"data {source.ref} ({source.content_hash[:12]}): {packing['documents']} documents, "
-        f"{packing['rows']} rows of {cfg.data.seq_len}, {packing['scored']:,} scored tokens, "
-        f"{packing['padding']:,} padding, {packing['truncated']} truncated"
+        f"data {source.ref} ({source.content_hash[:12]}): {len(dataset):,} documents, "
+        f"tokenized and packed into rows of {cfg.data.seq_len} as training reaches them"
     )
 
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.seed)
@@ -440,7 +451,7 @@ def run_training(
         whole = placement.whole_model(model)
         report = None
         if whole is not None:
-            report = _evaluate(whole, tokenizer, eval_problems, cfg)
+            report = evaluate_model(whole, tokenizer, eval_problems, cfg.eval)
             assert log is not None
             log.write({"kind": "eval", "step": step, **report.summary()})
         placement.barrier()
@@ -522,9 +533,12 @@ def run_training(
         final_loss=results[-1].loss if results else None,
         eval_before=before,
         eval_after=after,
-        packing=packing,
+        packing={"table_documents": len(dataset), **asdict(dataset.produced)},
     )
+    placement.barrier()  # every rank is done with the rows before their copy goes
     if writer:
+        # The copy of the rows is only for resuming; a finished run does not need it.
+        shutil.rmtree(out / DATA_CACHE, ignore_errors=True)
         # Written last: its presence says the run finished and the model in out_dir is final.
         tmp = out / f".{SUMMARY_FILE}.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
@@ -541,25 +555,28 @@ def _silent(line: str) -> None:
     return None
 
 
-def _evaluate(
+def evaluate_model(
     model: TrainableModel,
     tokenizer: R1Tokenizer,
     problems: Sequence[EvalProblem],
-    cfg: TrainConfig,
+    cfg: EvalConfig,
 ) -> EvalReport:
+    """Score the model as it is now on held-out problems (`trainer.evaluate`), in eval mode on
+    `cfg.threads` threads; the caller puts it back in train mode."""
+    model.module.eval()
     threads = torch.get_num_threads()
-    if cfg.eval.threads is not None:
-        torch.set_num_threads(cfg.eval.threads)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     try:
         return evaluate(
             sampler_for(model.base, tokenizer)
             if isinstance(model, DeepSeekV3Model)
             else hf_sampler_for(model.base, tokenizer),
             problems,
-            k=cfg.eval.k,
-            temperature=cfg.eval.temperature,
-            max_tokens=cfg.eval.max_tokens,
-            seed=cfg.eval.seed,
+            k=cfg.k,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
         )
     finally:
         torch.set_num_threads(threads)

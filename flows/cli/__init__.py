@@ -1,7 +1,7 @@
 """`r1f`: the factory's command line.
 
 One module per command group (`datasets`, `verify`, `config`, `model`, `generate`,
-`filter`, `demo`, `train` with `eval`), each exposing `register(commands)` that adds its subcommands;
+`filter`, `demo`, `train` with `eval`, `run` and `serve`), each exposing `register(commands)` that adds its subcommands;
 `common` holds what they share (the parser class and global options, checked
 flags, output, the error and interrupt paths, store access). Adding a group
 is one module and one line in `COMMAND_GROUPS`.
@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from flows.cli import config, datasets, demo, generate, model, train, verify
+from flows.cli import config, datasets, demo, generate, model, orchestrate, train, verify
 from flows.cli import filter as filter_group  # the module name shadows the builtin
 from flows.cli.common import (
     EXIT_BUG,
@@ -37,7 +37,17 @@ from flows.cli.common import (
 )
 
 # Order is the order of `r1f --help`.
-COMMAND_GROUPS = (datasets, verify, config, demo, model, generate, filter_group, train)
+COMMAND_GROUPS = (
+    datasets,
+    verify,
+    config,
+    demo,
+    model,
+    generate,
+    filter_group,
+    train,
+    orchestrate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -409,8 +409,10 @@ def on_interrupt(note: str) -> Iterator[None]:
     """Turn Ctrl-C inside the block into Interrupted carrying `note` (what was left how)."""
     try:
         yield
-    except Interrupted:
-        raise
+    except Interrupted as err:
+        if str(err) not in ("", "interrupted"):
+            raise  # an inner block already said what it left how
+        raise Interrupted(note) from None
     except KeyboardInterrupt:
         raise Interrupted(note) from None
 

@@ -60,6 +60,10 @@ def read_prompts(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], Any]:
 def cmd_generate(args: argparse.Namespace) -> int:
     source = input_file(args.prompts, "--prompts")
     target = output_file(args.output, "--output")
+    if target.exists() and target.resolve() == source.resolve():
+        # Samples are not prompts: writing them over the prompt file would lose every prompt
+        # that was left out (malformed, too long) and the file a rerun needs.
+        raise UserError(f"--output {target}: is the --prompts file; name a new file for samples")
     if not Path(args.model).is_dir():
         raise UserError(f"--model {args.model}: no such checkpoint directory")
     # Loading the model takes a while: Ctrl-C then, as later, leaves the output as it was.

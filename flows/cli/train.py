@@ -1,10 +1,11 @@
-"""`r1f train pretrain|sft|distill` and `r1f eval`: train from a config, score a checkpoint.
+"""`r1f train pretrain|sft|distill|grpo` and `r1f eval`: train from a config, score a checkpoint
+(`grpo` lives in `flows.cli.grpo`).
 
 `r1f train STAGE --config FILE --nproc N` runs the same command as N ranks under torchrun
 (`trainer.parallel.launch.torchrun`), spread as the config's `parallel` section says: this
 process checks the config and the layout (one-line errors), starts the ranks and waits; each
 rank runs this command again (it knows it is a rank from the environment the launcher sets)
-and trains its part; rank 0 writes and prints. Any stage, the same way.
+and trains its part; rank 0 writes and prints. Any stage but grpo, the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from flows.cli.common import (
     float_in,
     make_console,
     non_negative_int,
+    on_interrupt,
     positive_int,
     print_json,
     print_table,
 )
+from flows.cli.grpo import add_grpo_parser
 
 STAGES = ("pretrain", "sft", "distill")
 
@@ -133,8 +136,12 @@ def _train(args: argparse.Namespace, cfg: Any, out: Path, *, quiet: bool = False
         if args.json or quiet
         else (lambda line: make_console(stderr=True).print(line))
     )
+    # Checkpoints are written whole (temporary directory, then rename), so Ctrl-C leaves the
+    # last complete one in place for --resume.
+    stopped = f"the run in {out} stopped; its last complete checkpoint stays: rerun with --resume"
     try:
-        summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
+        with on_interrupt(stopped):
+            summary = train_stage(cfg, out_dir=out, resume=args.resume, say=say)
     except (DataError, TrainError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     if quiet:
@@ -150,11 +157,12 @@ def _train(args: argparse.Namespace, cfg: Any, out: Path, *, quiet: bool = False
         f"{summary.final_loss if summary.final_loss is None else round(summary.final_loss, 4)}"
         f" -> {out}"
     )
-    _print_eval(summary.eval_before, summary.eval_after)
+    print_eval(summary.eval_before, summary.eval_after)
     return 0
 
 
-def _print_eval(before: Any, after: Any) -> None:
+def print_eval(before: Any, after: Any) -> None:
+    """The before/after table of held-out accuracy (any run's EvalReports)."""
     if after is None:
         return
     rows = []
@@ -288,6 +296,7 @@ def register(commands: Any) -> None:
             help="processes (torchrun ranks): the config's parallel dp x ep x pp; "
             "dp left out takes what ep x pp leave",
         )
+    add_grpo_parser(tr)
     p = add_command(
         commands,
         "eval",

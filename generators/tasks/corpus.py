@@ -18,6 +18,13 @@ stands for one property R1-Zero needs in its base:
   stories switch between English and Chinese sentence by sentence. The chains of thought of
   such a base mix languages sometimes: what R1's language-consistency reward is for
   (`verifiers.language` counts the Chinese words as off-target for English).
+- **Arithmetic facts.** `drill_documents` plain-text documents of `drill_facts` one-step
+  facts each (`7*8=56.`, `56/8=7.`, `63+9=72.`, `70-63=7.`, one per line, written as the
+  worked solutions write a step, operands in the ranges the difficulty-1 families use). A
+  base model has met far more arithmetic than a few thousand worked problems hold; without
+  the drills the tiny base copies the problem's numbers into its steps but gets most single
+  steps wrong (measured: docs/grpo.md), which leaves reinforcement learning no correct
+  samples to reinforce.
 - **Held-out problems.** Every task is drawn with task seed `seed` (and its index); evaluation
   draws with other seeds, so its problems were never trained on (up to the chance that two
   seeds draw the same small problem, which the docs measure).
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +81,8 @@ class CorpusConfig:
     r1_format_share: float = 0.2
     mixed_language_share: float = 0.1
     text_documents: int = 200
+    drill_documents: int = 0
+    drill_facts: int = 8  # facts per drill document
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.families) - set(SOURCES))
@@ -84,6 +93,8 @@ class CorpusConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.text_documents < 0 or any(n < 0 for n in self.families.values()):
             raise ValueError("document counts must be >= 0")
+        if self.drill_documents < 0 or self.drill_facts < 1:
+            raise ValueError("drill_documents must be >= 0 and drill_facts >= 1")
 
 
 def with_chinese_connectives(think: str, rng: random.Random) -> str:
@@ -145,6 +156,37 @@ def mixed_text(rng: random.Random) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Arithmetic fact drills
+
+DRILL_SOURCE = "toy-arithmetic-drill"
+
+
+def arithmetic_fact(rng: random.Random) -> str:
+    """One step as the difficulty-1 worked solutions write it: a product of two operands up
+    to 20, the division that undoes one, or a sum or difference with a result up to 100."""
+    op = rng.choice("*/+-")
+    if op == "*":
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        return f"{a}*{b}={a * b}."
+    if op == "/":
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        return f"{a * b}/{b}={a}."
+    if op == "+":
+        b = rng.randint(1, 20)
+        a = rng.randint(0, 100 - b)
+        return f"{a}+{b}={a + b}."
+    a = rng.randint(1, 100)
+    b = rng.randint(1, min(a, 40))
+    return f"{a}-{b}={a - b}."
+
+
+def drill_document(rng: random.Random, facts: int) -> tuple[str, str]:
+    """(prompt, facts): a short list of arithmetic facts, one per line."""
+    prompt = rng.choice(("Arithmetic practice.", "Some sums and products.", "Facts to learn."))
+    return prompt, "\n".join(arithmetic_fact(rng) for _ in range(facts))
+
+
+# ----------------------------------------------------------------------------------------------
 # Rows and the table
 
 
@@ -191,32 +233,141 @@ def build_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
                 "sample_index": 0,
             }
         )
+    for index in range(cfg.drill_documents):
+        prompt, facts = drill_document(
+            random.Random(f"corpus-drill:{cfg.seed}:{index}"), cfg.drill_facts
+        )
+        rows.append(
+            {
+                "prompt_id": f"{DRILL_SOURCE}-s{cfg.seed}-{index}",
+                "prompt": prompt,
+                "completion": facts,
+                "domain": "math",
+                "track": "non_reasoning",
+                "source": DRILL_SOURCE,
+                "backend": BACKEND,
+                "model_id": "drill",
+                "seed": cfg.seed,
+                "sample_index": 0,
+            }
+        )
     return [validate_sample(r) for r in rows]
 
 
 def corpus_table(store: Store, cfg: CorpusConfig, lineage: Lineage) -> TableRef:
     """`cfg.table` at a version holding exactly this corpus: the latest version when it was
     built from the same config (its lineage's config hash), else a new overwrite commit."""
-    digest = config_hash(cfg)
-    if store.exists(cfg.table):
-        latest = store.latest_version(cfg.table)
-        info = store.commit_info(cfg.table, latest)
+    return _built_table(
+        store,
+        cfg.table,
+        config_hash(cfg),
+        lambda: build_corpus(cfg),
+        lineage,
+        "toy pretraining corpus",
+    )
+
+
+def _built_table(
+    store: Store,
+    table: str,
+    digest: str,
+    build: Callable[[], list[dict[str, Any]]],
+    lineage: Lineage,
+    message: str,
+) -> TableRef:
+    """`table` at its latest version when that was built from the config hashed `digest`,
+    else the rows of `build()` committed as a new overwrite version."""
+    if store.exists(table):
+        latest = store.latest_version(table)
+        info = store.commit_info(table, latest)
         if info.lineage is not None and info.lineage.config_hash == digest:
-            return TableRef(cfg.table, latest)
+            return TableRef(table, latest)
     from store.record import to_table
 
     result = store.commit(
-        cfg.table,
-        to_table(build_corpus(cfg)),
+        table,
+        to_table(build()),
         lineage=Lineage(
             writer=lineage.writer,
             flow_run_id=lineage.flow_run_id,
             config_hash=digest,
-            message="toy pretraining corpus",
+            message=message,
         ),
         mode="overwrite",
     )
-    return TableRef(cfg.table, result.version)
+    return TableRef(table, result.version)
+
+
+# ----------------------------------------------------------------------------------------------
+# RL prompts
+
+
+def _default_prompt_families() -> dict[str, int]:
+    return {"toy-arithmetic": 2000, "toy-countdown": 2000}
+
+
+@dataclass(frozen=True)
+class PromptSetConfig:
+    """The toy prompts reinforcement learning samples from: tasks with gold answers and no
+    worked solution (the policy writes its own)."""
+
+    table: str = "toy-rl-prompts"
+    # Task seed: keep it apart from the corpus's (0) and from evaluation's (1000), so RL
+    # neither replays pretraining documents nor trains on the held-out problems.
+    seed: int = 1
+    difficulties: list[int] = field(default_factory=lambda: [1])
+    families: dict[str, int] = field(default_factory=_default_prompt_families)
+    # Leave out prompts whose text equals a held-out problem's (small toy families can draw
+    # the same problem under two seeds).
+    exclude_prompts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.families) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"families: unknown {unknown[0]!r}; known: {', '.join(SOURCES)}")
+        if any(n < 0 for n in self.families.values()) or not any(self.families.values()):
+            raise ValueError("families: counts must be >= 0, and at least one > 0")
+
+
+def build_prompt_set(cfg: PromptSetConfig) -> list[dict[str, Any]]:
+    """Every prompt of the set as a validated Sample row: prompt, gold, domain, track, source,
+    language; the completion is empty (nothing was sampled yet)."""
+    excluded = set(cfg.exclude_prompts)
+    rows = []
+    for difficulty in cfg.difficulties:
+        for name, count in cfg.families.items():
+            for task in SOURCES[name].generate(count, seed=cfg.seed, difficulty=difficulty):
+                if task.prompt in excluded:
+                    continue
+                rows.append(
+                    {
+                        "prompt_id": task.prompt_id,
+                        "prompt": task.prompt,
+                        "completion": "",
+                        "gold": task.gold,
+                        "domain": task.domain,
+                        "track": task.track,
+                        "source": task.source,
+                        "language": "en",
+                        "backend": BACKEND,
+                        "seed": cfg.seed,
+                        "sample_index": 0,
+                    }
+                )
+    return [validate_sample(r) for r in rows]
+
+
+def prompt_table(store: Store, cfg: PromptSetConfig, lineage: Lineage) -> TableRef:
+    """`cfg.table` at a version holding exactly this prompt set (reused when built from the
+    same config, else a new overwrite commit)."""
+    return _built_table(
+        store,
+        cfg.table,
+        config_hash(cfg),
+        lambda: build_prompt_set(cfg),
+        lineage,
+        "toy RL prompts",
+    )
 
 
 def toy_corpus() -> list[str]:

@@ -215,6 +215,16 @@ def test_output_that_is_the_input_is_replaced_safely(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+def test_generate_refuses_to_write_samples_over_its_prompts(cli: Cli, tmp_path: Path) -> None:
+    # Samples are another kind of file: writing them over the prompts would lose the prompts
+    # that were left out. The check comes before the model is read, so none is needed here.
+    path = write_lines(tmp_path / "prompts.jsonl", [{"prompt": "2+2"}, "{cut off"])
+    before = path.read_bytes()
+    result = cli("generate", "--model", tmp_path, "--prompts", path, "--output", path)
+    result.one_line_error(2, "--output", "is the --prompts file")
+    assert path.read_bytes() == before
+
+
 # -- bad lines in JSONL inputs: the same rule everywhere ----------------------------
 
 

@@ -197,3 +197,46 @@ def test_fp8_section_trains_the_linear_layers_in_fp8(
         # (the run's progress lines may come first on stderr; the error is one line)
         errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert len(errors) == 1 and errors[0].startswith("r1f: error: ") and said in errors[0]
+
+
+def test_ctrl_c_stops_training_and_resume_finishes_it(setup: dict[str, Path]) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = setup["root"]
+    long_run = root / "long.yaml"
+    long_run.write_text(
+        setup["config"]
+        .read_text()
+        .replace("loop: {steps: 3,", "loop: {steps: 4000, checkpoint_every: 1,")
+        .replace("eval: {families: [toy-arithmetic], problems: 2, k: 2, max_tokens: 8}\n", "")
+    )
+    out = root / "run"
+    argv = [sys.executable, "-m", "flows.cli", "train", "sft", "--config", str(long_run)]
+    repo = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [*argv, "--out", str(out)],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**__import__("os").environ, "PYTHONPATH": repo},
+    )
+    deadline = time.monotonic() + 600  # a hang guard (the machine may be busy), not a timing
+    while not list(out.glob("checkpoints/step-*")):
+        assert child.poll() is None, "training ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err.decode()
+    assert lines[-1].startswith("r1f: interrupted: ") and "--resume" in lines[-1], lines
+    # The last checkpoint is complete: the run resumes from it (to a shorter end, to be quick).
+    steps = max(int(p.name.split("-")[1]) for p in out.glob("checkpoints/step-*"))
+    short = root / "short.yaml"
+    short.write_text(long_run.read_text().replace("steps: 4000", f"steps: {steps + 2}"))
+    code = main(["train", "sft", "--config", str(short), "--out", str(out), "--resume", "--json"])
+    assert code == 0

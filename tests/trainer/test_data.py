@@ -19,7 +19,9 @@ from trainer.data import (
     DataSpec,
     DataState,
     PackedDataset,
+    TokenizedRows,
     load_rows,
+    open_rows,
     render_document,
     tokenize_rows,
     uses_chat,
@@ -197,3 +199,60 @@ def test_sources_store_version_release_and_errors(tmp_path: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(DataError, match="does not match its manifest"):
         load_rows(str(tmp_path / "release"), None)
+
+
+def _many_rows(n: int) -> list[dict[str, Any]]:
+    return [
+        validate_sample(
+            {
+                "prompt": f"Compute {i}+{i % 7}." + " Think." * (i % 5),
+                "completion": f"<think>{i}+{i % 7}={i + i % 7}.</think><answer>{i + i % 7}</answer>",
+                "track": "reasoning" if i % 3 else "non_reasoning",
+                "domain": "math",
+                "source": "toy",
+                "sample_index": i,
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def test_streamed_rows_equal_the_rows_read_whole_and_resume_from_the_saved_document(
+    tmp_path: Path, tok: R1Tokenizer
+) -> None:
+    store = Store(tmp_path / "store")
+    rows = _many_rows(60)
+    store.commit("toy", to_table(rows), lineage=Lineage(writer="tests"))
+    cache = tmp_path / "cache"
+    source, table = open_rows("toy@0", store, cache_dir=cache)
+    (written,) = cache.glob("rows-toy@0-*.arrow")
+    stamp = written.stat().st_mtime_ns
+    assert open_rows("toy@0", store, cache_dir=cache)[1].rows([5]) == table.rows([5])
+    assert written.stat().st_mtime_ns == stamp  # a resumed run reuses the copy
+    _, whole = load_rows("toy@0", store)
+    assert table.rows(range(len(table))) == whole and len(whole) == source.rows == 60
+
+    spec = DataSpec(loss_on="completion", chat_share=0.5)
+    lazy = PackedDataset(TokenizedRows(table, tok, spec), seq_len=48, seed=3, pad_id=tok.pad_id)
+    lazy.prefetch = 7  # chunks end mid-row and mid-epoch
+    eager = PackedDataset(tokenize_rows(whole, tok, spec), 48, seed=3, pad_id=tok.pad_id)
+    straight = BatchStream(lazy, rows_per_batch=4)
+    batches = [straight.next() for _ in range(40)]  # crosses epochs
+    assert straight.state().epoch >= 1
+    first_epoch = torch.cat([b.inputs for b in batches])[: eager.rows(0)[0].shape[0]]
+    assert torch.equal(first_epoch, eager.rows(0)[0])
+    # Resumed in a fresh dataset from a saved state, with and without its document position
+    # (checkpoints written before streaming have none), the stream continues exactly.
+    stopped = BatchStream(lazy, rows_per_batch=4)
+    for _ in range(13):
+        stopped.next()
+    saved = stopped.state().to_dict()
+    assert saved["document"] is not None
+    for state in (saved, {"epoch": saved["epoch"], "row": saved["row"]}):
+        fresh = PackedDataset(TokenizedRows(table, tok, spec), 48, seed=3, pad_id=tok.pad_id)
+        resumed = BatchStream(fresh, rows_per_batch=4, state=DataState.from_dict(state))
+        for expected in batches[13:]:
+            got = resumed.next()
+            assert torch.equal(got.inputs, expected.inputs)
+            assert torch.equal(got.targets, expected.targets)
+            assert torch.equal(got.document_ids, expected.document_ids)

@@ -652,9 +652,7 @@ class MoE(nn.Module):
         # The shared experts are one MLP as wide as all of them together.
         self.shared_experts = MLP(args.dim, args.n_shared_experts * args.moe_inter_dim)
 
-    def forward(
-        self, x: Tensor, token_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, token_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x: (B, T, dim) -> (output (B, T, dim), sequence balance loss (scalar),
         tokens routed to each expert (E,) long).
 

@@ -20,7 +20,10 @@ The rewards (R1 section 2.2.2 and 2.3.3):
 - `AccuracyReward`: 1 for a verified-correct answer, 0 for an incorrect one. Math (and the
   countdown golds, `{"target": ..., "numbers": [...]}`) through `verifiers.math`'s batch API
   and its worker pool; code (domain `code`, gold = tests as JSON, as the store keeps them) in
-  the sandbox, on as many threads as the pool has pre-started workers.
+  the sandbox, on as many threads as the pool has pre-started workers. A prompt of domain
+  `general` (the non-reasoning toy families: greetings, facts, translation) is a reference
+  match, a rule: the `<answer>` block (else the text after `</think>`, else the whole
+  completion) equals the gold once case, spacing and closing punctuation are normalised.
 - `FormatReward`: 1 when the completion follows `<think>...</think><answer>...</answer>`
   (`verifiers.format`), else 0. Always computable.
 - `LanguageReward`: R1's language-consistency reward, the share of the chain of thought's
@@ -166,6 +169,8 @@ class AccuracyReward:
         for i, item in enumerate(items):
             if item.gold is None:
                 results[i] = RewardResult.unverifiable("no_gold")
+            elif item.domain == "general":
+                results[i] = reference_match(item.completion, item.gold)
             elif item.domain == "code":
                 code_rows.append(i)
             else:
@@ -200,6 +205,25 @@ class AccuracyReward:
         # One thread per pre-started worker keeps every sandbox busy.
         with ThreadPoolExecutor(max(1, sandbox.size), thread_name_prefix="code-reward") as pool:
             return list(pool.map(one, items))
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!?")
+
+
+def reference_match(completion: str, gold: str) -> RewardResult:
+    """1 when the completion's answer (the `<answer>` block, else the text after `</think>`,
+    else all of it) equals the reference `gold` up to case, spacing and closing punctuation,
+    else 0: the rule reward for non-reasoning prompts whose reference answer is short text."""
+    checked = check_r1_format(completion)
+    if checked.ok and checked.answer is not None:
+        answer = checked.answer
+    else:
+        close = completion.rfind(THINK_CLOSE)
+        answer = completion[close + len(THINK_CLOSE) :] if close >= 0 else completion
+        answer = answer.replace("<answer>", " ").replace("</answer>", " ")
+    same = _normalised(answer) == _normalised(gold)
+    return RewardResult.ok(1.0 if same else 0.0, "reference_match" if same else "reference_differs")
 
 
 # ----------------------------------------------------------------------------------------------

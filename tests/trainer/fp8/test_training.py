@@ -1,76 +1,103 @@
-"""FP8 against FP32 on the same run and seed, short: bench/fp8.py runs the 300-step version
-(docs/fp8.md) on the toy corpus; this one trains on a synthetic language in seconds.
+"""FP8 against FP32 on the same run and seed through the project's training loop
+(`run_training` with the config's `fp8:` section, what `r1f train` runs), short: bench/fp8.py
+runs the 300-step version on the toy corpus (docs/fp8.md); this one trains on a synthetic
+language.
 
-The language (as in tests/trainer/model/test_learning.py): each of V tokens has two
-successors chosen once at random, and a sequence walks from a random start taking either with
-probability 1/2, so the best next-token loss is ln 2 and the unigram loss about ln V.
+The language (as in tests/trainer/model/test_learning.py): each of 32 symbols has two
+successors chosen once at random, and a document walks from a random start taking either with
+probability 1/2, written as text and tokenized by a small BPE trained on it.
 """
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
-from trainer.fp8 import Float8Recipe, convert_to_fp8
-from trainer.model import Transformer, lm_loss, mtp_loss, tiny, update_router_bias
+from store.lineage import Lineage
+from store.record import to_table, validate_sample
+from store.store import Store, StoreConfig
+from trainer.config import DataConfig, LoopConfig, ModelConfig, OptimConfig, TrainConfig
+from trainer.fp8 import Float8Recipe
+from trainer.metrics import read_metrics
+from trainer.tokenizer import save_tokenizer, train_tokenizer
+from trainer.train import run_training
 
-VOCAB, LENGTH, BATCH, STEPS = 64, 32, 8, 30
+SYMBOLS = "abcdefghijklmnopqrstuvwxyz012345"
+STEPS, TAIL = 60, 10
 
 
-def walks(successors: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
-    seq = torch.empty(n, LENGTH + 1, dtype=torch.long)
-    seq[:, 0] = torch.randint(0, VOCAB, (n,), generator=gen)
-    for t in range(LENGTH):
-        seq[:, t + 1] = successors[seq[:, t], torch.randint(0, 2, (n,), generator=gen)]
-    return seq  # (n, T + 1)
-
-
-def train(fp8: bool) -> tuple[float, float]:
-    """(held-out loss before, after) training; same seed, weights and batches either way."""
+def walk_rows(n: int, length: int) -> list[dict[str, str]]:
     gen = torch.Generator().manual_seed(0)
-    successors = torch.stack([torch.randperm(VOCAB, generator=gen)[:2] for _ in range(VOCAB)])
-    held_out = walks(successors, gen, 32)
-    batches = [walks(successors, gen, BATCH) for _ in range(STEPS)]
-    # Linear layers 128 wide or more, so the 128x128 weight blocks are whole blocks.
-    args = tiny(
-        vocab_size=VOCAB, dim=128, inter_dim=384, q_lora_rank=128, kv_lora_rank=128,
-        moe_inter_dim=128, n_layers=1, max_seq_len=LENGTH,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Transformer(args)
-    if fp8:
-        convert_to_fp8(model, Float8Recipe())
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    successors = [torch.randperm(len(SYMBOLS), generator=gen)[:2].tolist() for _ in SYMBOLS]
+    rows = []
+    for i in range(n):
+        at = int(torch.randint(0, len(SYMBOLS), (1,), generator=gen))
+        text = []
+        for _ in range(length):
+            text.append(SYMBOLS[at])
+            at = successors[at][int(torch.randint(0, 2, (1,), generator=gen))]
+        rows.append({"prompt": f"walk {i}", "completion": "".join(text)})
+    return rows
 
-    def evaluate() -> float:
-        with torch.no_grad():
-            return lm_loss(model(held_out[:, :-1]).logits, held_out[:, 1:]).item()
 
-    before = evaluate()
-    for seq in batches:
-        out = model(seq[:, :-1], mtp=True)
-        assert out.aux_loss is not None
-        loss = (
-            lm_loss(out.logits, seq[:, 1:])
-            + mtp_loss(out.mtp_logits, seq[:, 1:], args.mtp_lambda)
-            + out.aux_loss
+def config(root: Path, *, fp8: bool) -> TrainConfig:
+    return TrainConfig(
+        stage="pretrain",
+        seed=0,
+        store=StoreConfig(root=str(root / "store")),
+        model=ModelConfig(
+            preset="tiny", args_file=str(root / "model.yaml"), tokenizer=str(root / "tokenizer")
+        ),
+        data=DataConfig(source="walks@0", seq_len=64, chat_share=0.0, loss_on="all"),
+        optim=OptimConfig(lr=3e-3, warmup_steps=5, weight_decay=0.0, grad_clip=1.0),
+        loop=LoopConfig(
+            steps=STEPS,
+            rows_per_micro_batch=4,
+            log_every=1,
+            checkpoint_every=0,
+            threads=1,
+            tensorboard=False,
+            progress=False,
+        ),
+        fp8=Float8Recipe.named("deepseek_v3") if fp8 else None,
+    )
+
+
+@pytest.mark.slow
+def test_fp8_run_follows_the_fp32_run(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    rows = [
+        validate_sample(
+            {**r, "domain": "general", "track": "non_reasoning", "source": "walks"}
+            | {"sample_index": 0}
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        update_router_bias(model, out.expert_load, args.bias_update_speed)
-    return before, evaluate()
+        for r in walk_rows(400, 60)
+    ]
+    Store(tmp_path / "store").commit("walks", to_table(rows), lineage=Lineage(writer="tests"))
+    tokenizer = train_tokenizer([r["completion"] for r in rows], vocab_size=300)
+    save_tokenizer(tokenizer, tmp_path / "tokenizer", model_max_length=64)
+    # `tiny` with every linear layer at least 128 wide, so 128x128 weight blocks are whole.
+    widened = {"dim": 128, "inter_dim": 384, "q_lora_rank": 128, "kv_lora_rank": 128}
+    widened |= {"moe_inter_dim": 128, "n_layers": 2, "vocab_size": 300, "max_seq_len": 64}
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump({"preset": "tiny", **widened}))
 
-
-def test_fp8_training_follows_fp32() -> None:
-    fp32_before, fp32_after = train(fp8=False)
-    fp8_before, fp8_after = train(fp8=True)
-    # Both learn: from about ln 64 = 4.16 to well below the unigram loss (a wrong gradient
-    # GEMM would not).
-    assert fp32_before > 3.9 and fp8_before > 3.9
-    assert fp32_after < 0.25 * math.log(VOCAB) and fp8_after < 0.25 * math.log(VOCAB)
-    # The same run in FP8 ends at about the same loss. 30 steps stop mid-descent (about 0.88
-    # against the floor ln 2 = 0.69), where a slightly different pace shows as about 1%; the
-    # 300-step bench on the toy corpus is the one held to the V3 paper's 0.25%.
-    assert abs(fp8_after - fp32_after) / fp32_after < 0.02, (fp8_after, fp32_after)
+    losses = {}
+    for name in ("fp32", "fp8"):
+        out = tmp_path / name
+        run_training(config(tmp_path, fp8=name == "fp8"), out_dir=out, say=lambda _line: None)
+        losses[name] = [r["loss"] for r in read_metrics(out, kind="train")]
+    fp32, fp8 = losses["fp32"], losses["fp8"]
+    assert len(fp32) == len(fp8) == STEPS
+    # Both learn (from about ln 300 = 5.7), on the very same batches.
+    assert fp32[-1] < 0.5 * fp32[0] and fp8[-1] < 0.5 * fp8[0]
+    # Not the same numbers: the GEMMs really ran in FP8 ...
+    assert fp8 != fp32
+    # ... but the same curve: the last steps' mean loss within 3%. At 60 steps the curve is
+    # still falling and two FP32 runs from different initial weights differ by about as much
+    # (measured: FP8 1.5%, FP32 with model.init_seed 1 1.2%); the 300-step bench on the toy
+    # corpus is the one held to the V3 paper's 0.25% (docs/fp8.md).
+    tail32, tail8 = sum(fp32[-TAIL:]) / TAIL, sum(fp8[-TAIL:]) / TAIL
+    assert abs(tail8 - tail32) / tail32 < 0.03, (tail8, tail32)

@@ -84,6 +84,19 @@ def test_math_accuracy_gold_that_is_not_math_is_masked(math_verifier: MathVerifi
     assert all(r.status == "unverifiable" for r in got), got
 
 
+def test_non_reasoning_accuracy_is_a_reference_match(math_verifier: MathVerifier) -> None:
+    # The non-reasoning toy families (domain general) are judged by a rule, not masked.
+    items = [
+        RewardInput("<think></think><answer>oslo.</answer>", gold="Oslo", domain="general"),
+        RewardInput("<think></think><answer>Bergen</answer>", gold="Oslo", domain="general"),
+        RewardInput("<think></think> Good  morning!", gold="good morning", domain="general"),
+        RewardInput("no tags: Blume", gold="Blume", domain="general"),
+    ]
+    got = AccuracyReward(math_verifier)(items)
+    assert [r.value for r in got] == [1.0, 0.0, 1.0, 0.0]
+    assert all(r.status == "ok" for r in got)
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[SandboxPool]:
     try:
