@@ -31,6 +31,7 @@ Only loopback is used: gloo is pinned to the loopback interface unless the calle
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pickle
 import platform
@@ -86,7 +87,10 @@ def torchrun(
         command, env=child_env, start_new_session=True, preexec_fn=_die_with_parent
     )
     try:
-        return agent.wait()
+        while True:  # a timed wait: a blocking one is not woken by Ctrl-C (see _wait)
+            status = _wait(agent, 0.2)
+            if status is not None:
+                return status
     except KeyboardInterrupt:
         agent.send_signal(signal.SIGINT)
         try:
@@ -95,6 +99,16 @@ def torchrun(
             agent.kill()
             agent.wait()
         return EXIT_INTERRUPTED
+
+
+def _wait(process: subprocess.Popen[bytes], seconds: float) -> int | None:
+    """The exit status, or None if still running after `seconds`. Why not `wait()`: torch
+    starts threads of its own, the kernel may hand SIGINT to one of them, and then a main
+    thread blocked in waitpid is never interrupted: Ctrl-C would wait for the whole run."""
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _die_with_parent() -> None:
@@ -111,6 +125,12 @@ def run_agent(nproc: int, module: str, argv: Sequence[str]) -> int:
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as run_elastic
 
+    # The agent's own notices (rendezvous, "sending closing signal" on Ctrl-C) are not for
+    # the user: a rank prints its own error and the exit status says the rest. torch sets its
+    # loggers' levels as they are created, so they are lowered here, after the imports.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.ERROR)
     options = get_args_parser().parse_args(
         [
             "--standalone",

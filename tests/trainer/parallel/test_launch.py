@@ -3,7 +3,13 @@ and one quick two-rank step against a single process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -99,3 +105,55 @@ def test_smoke_two_rank_steps_match_one_process() -> None:
         assert grads.keys() == ref.grads.keys()
         worst = max((grads[n] - ref.grads[n]).abs().max().item() for n in grads)
         assert worst < 1e-6, (name, worst)
+
+
+RANK_MODULE = """\
+import os, sys, time
+from pathlib import Path
+
+out = Path(sys.argv[1])
+(out / f"started-{os.environ['RANK']}").touch()
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    (out / f"interrupted-{os.environ['RANK']}").touch()
+    sys.exit(130)
+"""
+
+PARENT = """\
+import sys
+from trainer.parallel.launch import torchrun
+
+sys.exit(torchrun(2, "sleeping_rank", [sys.argv[1]], env={"PYTHONPATH": sys.argv[2]}))
+"""
+
+
+@pytest.mark.dist
+def test_ctrl_c_reaches_every_torchrun_rank_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT to the launching process (what Ctrl-C in a terminal sends) is passed to the
+    agent, which interrupts every rank; the launcher returns 130 and nothing is left. (A
+    blocking wait for the agent was never woken: torch's own threads took the signal.)"""
+    (tmp_path / "sleeping_rank.py").write_text(RANK_MODULE)
+    path = os.pathsep.join([str(tmp_path), os.getcwd(), os.environ.get("PYTHONPATH", "")])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path), path],
+        env={**os.environ, "PYTHONPATH": path},
+        # As from a terminal: a harness running tests in the background may ignore SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 300
+    while not all((tmp_path / f"started-{r}").exists() for r in (0, 1)):
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    family = psutil.Process(parent.pid).children(recursive=True)
+    parent.send_signal(signal.SIGINT)
+    try:
+        assert parent.wait(timeout=120) == 130  # hang guard; the ranks sleep for 600 s
+        assert all((tmp_path / f"interrupted-{r}").exists() for r in (0, 1))
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive
+    finally:  # a failure must not leave sleeping ranks behind
+        parent.kill()  # nothing when it has exited
+        for process in family:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
