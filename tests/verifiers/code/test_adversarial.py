@@ -104,7 +104,11 @@ class Peak:
                 if info["uids"] is not None and info["uids"].real in uids:
                     processes += 1
                     threads += info["num_threads"] or 0
-                    rss += info["memory_info"].rss if info["memory_info"] else 0
+                    # Private resident memory, as the guard counts it: file-backed pages
+                    # (the interpreter, its libraries) are shared by every fork and would
+                    # be counted once per process.
+                    memory = info["memory_info"]
+                    rss += memory.rss - memory.shared if memory else 0
             self.processes = max(self.processes, processes)
             self.threads = max(self.threads, threads)
             self.rss = max(self.rss, rss)
