@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,13 +88,15 @@ def _sum_ce(logits: Tensor, targets: Tensor) -> Tensor:
     return lm_loss(logits, targets, IGNORE_INDEX, reduction="sum")
 
 
-class OneProcess:
-    """The step's collective parts for a model trained in one process."""
+class OneProcess(ABC):
+    """The step's collective parts for a model trained in one process; each adapter gives
+    its own `losses`."""
 
     module: nn.Module
 
+    @abstractmethod
     def losses(self, batch: Batch, counts: Mapping[str, int], micro_batches: int) -> Losses:
-        raise NotImplementedError
+        """The micro-batch's loss parts, each a token sum divided by the step's `counts`."""
 
     def sum_over_ranks(self, values: Mapping[str, float]) -> dict[str, float]:
         """Sums over data ranks: with one process, the values themselves."""

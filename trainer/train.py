@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -62,6 +62,9 @@ from trainer.train_state import (
     remove_partials,
     save_training_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from store.store import Store
 
 Transform = Callable[[nn.Module], nn.Module]
 SUMMARY_FILE = "train_summary.json"
@@ -506,21 +509,8 @@ def run_training(
     finally:
         if log is not None:
             log.close()
-    if source.store is not None and writer:
-        from store.usage import ModelUse, record_model_use
-
-        record_model_use(
-            store,
-            ModelUse(
-                table=source.table,
-                version=source.version,
-                content_hash=source.content_hash,
-                model=str(out.resolve()),
-                stage=cfg.stage,
-                steps=cfg.loop.steps,
-                config_hash=metadata["r1f_config_hash"],
-            ),
-        )
+    if writer:
+        record_use(store, source, out, cfg.stage, cfg.loop.steps, metadata["r1f_config_hash"])
     summary = TrainSummary(
         out_dir=out,
         steps=cfg.loop.steps,
@@ -549,6 +539,29 @@ def run_training(
         checkpoint_created(out.resolve().name, str(out.resolve()), cfg.stage, cfg.loop.steps)
     placement.barrier()  # no rank leaves before the run is published
     return summary
+
+
+def record_use(
+    store: Store, source: DataSource, out: Path, stage: str, steps: int, config_hash: str
+) -> None:
+    """Note in the store that the model in `out` trained on `source` (`r1f datasets usage`);
+    a release directory read without a store records nothing."""
+    if source.store is None:
+        return
+    from store.usage import ModelUse, record_model_use
+
+    record_model_use(
+        store,
+        ModelUse(
+            table=source.table,
+            version=source.version,
+            content_hash=source.content_hash,
+            model=str(out.resolve()),
+            stage=stage,
+            steps=steps,
+            config_hash=config_hash,
+        ),
+    )
 
 
 def _silent(line: str) -> None:

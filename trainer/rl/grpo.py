@@ -102,6 +102,7 @@ from trainer.train import (
     evaluate_model,
     load_weights,
     publish_model,
+    record_use,
 )
 from trainer.train_state import (
     CHECKPOINTS,
@@ -788,21 +789,7 @@ def run_grpo(
         )
     finally:
         log.close()
-    if source.store is not None:
-        from store.usage import ModelUse, record_model_use
-
-        record_model_use(
-            store,
-            ModelUse(
-                table=source.table,
-                version=source.version,
-                content_hash=source.content_hash,
-                model=str(out.resolve()),
-                stage=cfg.stage,
-                steps=cfg.loop.steps,
-                config_hash=metadata["r1f_config_hash"],
-            ),
-        )
+    record_use(store, source, out, cfg.stage, cfg.loop.steps, metadata["r1f_config_hash"])
     summary = GRPOSummary(
         out_dir=out,
         stage=cfg.stage,
