@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from filters.pipeline import FilterRunConfig
-from generators.generate import GenerateConfig
+from generators.generate import GenerateConfig, PromptsConfig
 from store.config import load_config
 from store.store import StoreConfig
 from verifiers.judge import JudgeConfig
@@ -49,8 +49,10 @@ class FlowsConfig:
 class RecipeConfig:
     """The R1 recipe as the `r1_recipe` flow runs it (stages that exist today; docs/flows.md).
 
-    The teacher that generates is the newest checkpoint the recipe has made (the toy base until
-    the RL stages land); `generate.backend.local.model_dir` is replaced by it. Outside the
+    The teacher that generates is the newest checkpoint the recipe has made (the reasoning-RL
+    checkpoint, when rejection sampling runs); `generate.backend.local.model_dir` is replaced
+    by it. A stage whose config is null is left out, and the stages after it start from the
+    newest checkpoint there is. Outside the
     recipe, the flows read `model_dir: "@base"` as this base (trained once, cached).
     """
 
@@ -61,6 +63,35 @@ class RecipeConfig:
     base_dir: str = "work/base"
     # R1-Zero: GRPO from the base (trainer.recipe.r1_zero); null leaves the stage out.
     r1_zero_config: str | None = field(default="configs/r1-zero-toy.yaml", metadata={"path": True})
+    # Cold start: SFT of the base on a small curated long-CoT set (trainer.recipe.cold_start),
+    # which the recipe assembles into `cold_start_table` from the worked solutions and R1-Zero's
+    # samples that pass the rejection filters (verified correct, R1 format, readable).
+    cold_start_config: str | None = field(
+        default="configs/cold-start-toy.yaml", metadata={"path": True}
+    )
+    cold_start_table: str = "toy-cold-start"
+    # R1-Zero's samples for the cold-start set: these prompts (their own seed, apart from the
+    # corpus's, the RL prompts' and evaluation's), `zero_samples` each, through `generate:`'s
+    # backend and template into `zero_samples_table`.
+    zero_samples_table: str = "toy-r1-zero-samples"
+    zero_prompts: PromptsConfig = field(
+        default_factory=lambda: PromptsConfig(
+            sources={"toy-arithmetic": 24, "toy-countdown": 8}, seed=2
+        )
+    )
+    zero_samples: int = 4
+    # Reasoning RL from the cold-start checkpoint, with the language-consistency reward.
+    reasoning_rl_config: str | None = field(
+        default="configs/reasoning-rl-toy.yaml", metadata={"path": True}
+    )
+    # Rejection SFT: the base fine-tuned on the rejection-sampled mixture (as R1 fine-tunes
+    # DeepSeek-V3-Base); final RL: GRPO over every prompt kind from that checkpoint.
+    rejection_sft_config: str | None = field(
+        default="configs/rejection-sft-toy.yaml", metadata={"path": True}
+    )
+    final_rl_config: str | None = field(
+        default="configs/final-rl-toy.yaml", metadata={"path": True}
+    )
     distill_config: str | None = field(default="configs/distill-toy.yaml", metadata={"path": True})
     # Distilled students and evaluation results go here, one directory per mixture version.
     runs_dir: str = field(default="work/recipe", metadata={"path": True})

@@ -1,12 +1,12 @@
-"""`r1f demo`: the R1 recipe, as far as it is built, through the Prefect flows, on the CPU.
+"""`r1f demo`: the whole R1 recipe through the Prefect flows, at toy scale, on the CPU.
 
 The demo starts Prefect's embedded server (nothing to start by hand; its database stays in
 PREFECT_HOME, so the UI can show the runs afterwards), runs the `r1_recipe` flow
-(flows/recipe.py: toy base, curated data, rejection sampling from the newest checkpoint,
-verification, filtering and assembly, distillation, evaluation; the stages the flow cannot
-run yet are listed as such), exports the mixture as a release and loads it back with `datasets`, and ends
-with a summary table: held-out accuracy of each model, the versions made and their sizes,
-where the card and plots are, and how to open the UI.
+(flows/recipe.py: toy base, R1-Zero, the cold-start set and cold start, reasoning RL, rejection
+sampling from the reasoning-RL checkpoint, rejection SFT, final RL, distillation,
+evaluation), exports the mixture as a release and loads it back with `datasets`, and ends
+with a summary table: held-out accuracy of each model, what each stage started from, the
+versions made and their sizes, where the card and plots are, and how to open the UI.
 
 Every line of progress is a Prefect log line of the flow run doing the work, so the flow runs
 are named as they go ("Beginning flow run 'clever-fox' for flow 'generate'").
@@ -31,6 +31,9 @@ _THINK = re.compile(r"^<think>(.*)</think><answer>(.*)</answer>$", re.DOTALL)
 MODELS = (
     ("base", "toy base (pretrained)", "pretrain"),
     ("r1_zero", "R1-Zero (GRPO from the base)", "r1_zero"),
+    ("cold_start", "cold start (SFT of the base)", "cold_start"),
+    ("reasoning_rl", "reasoning RL", "reasoning_rl"),
+    ("rejection_sft", "rejection SFT (of the base)", "rejection_sft"),
     ("r1", "R1 (after final RL)", "final_rl"),
     ("student", "distilled student", "distill"),
 )
@@ -104,6 +107,8 @@ def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         report = state["evals"].get(label)
         if stage not in built:
             rows.append((title, "", "not run (stage not wired)", ""))
+        elif label not in state["models"]:
+            rows.append((title, "", "not run (left out by the config)", ""))
         elif not report:
             rows.append((title, "", "not evaluated", ""))
         else:
@@ -144,10 +149,19 @@ def run_demo(config_path: str | Path) -> int:
         release_dir, _ = _release(cfg, table, int(version), out)
         card = release_dir / "README.md"
     _say("Summary")
+    made_by = {model_dir: label for label, model_dir in state["models"].items()}
     print_table(
         "Held-out toy problems (task seed 1000, never trained on; answers read leniently)",
         ["model", "family", "greedy", "pass@k"],
         summary_rows(state),
+    )
+    print_table(
+        "What each stage started from (also in its checkpoint's config.json: r1f_parent, r1f_data)",
+        ["stage", "checkpoint", "data"],
+        [
+            (stage, made_by.get(inputs["checkpoint"], inputs["checkpoint"]), inputs["data"])
+            for stage, inputs in state["inputs"].items()
+        ],
     )
     print_table(
         "Versions made",

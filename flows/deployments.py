@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,24 @@ def deployments_from(path: str | Path, *, config: str | None = None) -> list[Any
             )
         )
     return out
+
+
+def serve_deployments(deployments: list[Any], *, ready: Callable[[int], None]) -> None:
+    """Serve `deployments` from this process, as `prefect.serve` does, calling `ready(n)` once
+    all n are registered with the server (their schedules and triggers in place) and before the
+    runner starts polling: a "serving" line then means the server knows every deployment.
+    (`prefect.serve` registers them inside, with no hook in between.) Returns on Ctrl-C."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)  # registers it with the API; returns its id
+    ready(len(deployments))
+    with suppress(KeyboardInterrupt, TerminationSignal):  # Ctrl-C: stop serving, return
+        asyncio.run(runner.start())
 
 
 def _free_port() -> int:

@@ -412,18 +412,31 @@ def train_task(cfg: Any, out_dir: str, resume: bool) -> dict[str, Any]:
 
 @flow(name="train", log_prints=True)
 def train(
-    config: str, out: str | None = None, resume: bool = True, store: str | None = None
+    config: str,
+    out: str | None = None,
+    resume: bool = True,
+    store: str | None = None,
+    checkpoint: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    """Run one trainer stage (pretrain, sft, distill; the GRPO stages join as they land) from
-    its config; the trainer announces the checkpoint (`model.checkpoint.created`). `store`
-    replaces the config's store root."""
+    """Run one trainer stage (pretrain, sft, distill, and the recipe's SFT stages cold_start
+    and rejection_sft) from its config; the trainer announces the checkpoint
+    (`model.checkpoint.created`). `store` replaces the config's store root, `checkpoint` the
+    checkpoint it starts from, `source` the table version it trains on (the recipe passes the
+    ones its earlier stages made)."""
     from flows.train import load_stage_config
 
     cfg = load_stage_config(config)
     if store is not None:
         cfg = replace(cfg, store=replace(cfg.store, root=store))
+    if checkpoint is not None:
+        cfg = replace(cfg, model=replace(cfg.model, checkpoint=checkpoint))
+    if source is not None:
+        cfg = replace(cfg, data=replace(cfg.data, source=source))
     out_dir = out or cfg.out_dir
-    _say(f"train {cfg.stage}: {config} -> {out_dir}")
+    started = f" from {cfg.model.checkpoint}" if cfg.model.checkpoint else ""
+    on = f" on {cfg.data.source}" if cfg.corpus is None and cfg.data.source else ""
+    _say(f"train {cfg.stage}: {config}{started}{on} -> {out_dir}")
     return train_task(cfg, str(out_dir), resume)
 
 
@@ -559,13 +572,20 @@ def distill(
 
 
 def base_model_dir(cfg: RunConfig) -> Path:
-    """Where the recipe's toy base lives: base_dir/<hash of its config> (trained once)."""
+    """Where the recipe's toy base lives: base_dir/<key of its config> (trained once).
+
+    The key hashes the base config's fields that differ from their defaults
+    (`store.config.settings_hash`), not the whole resolved config: an option added to the
+    trainer later, with a default, keeps the cached base (eight minutes of pretraining), while
+    any value the config sets differently trains a new one.
+    """
     from flows.train import load_stage_config
+    from store.config import settings_hash
 
     base = load_stage_config(cfg.recipe.base_config)
     root = Path(cfg.recipe.base_dir)
     base = replace(base, store=replace(base.store, root=str(root / "store")))
-    return root / config_hash(base)
+    return root / settings_hash(base)
 
 
 def ref_of(result: dict[str, Any]) -> TableRef:

@@ -104,6 +104,7 @@ def train_stage(
     Under torchrun (`r1f train --nproc N`) every rank calls this inside the process group."""
     from store.lineage import Lineage
     from store.store import Store
+    from trainer.recipe import SFT_STAGES
     from trainer.train import run_training
 
     out = Path(out_dir or cfg.out_dir)
@@ -145,6 +146,11 @@ def train_stage(
     problems = toy_problems(
         cfg.eval.families, cfg.eval.problems, cfg.eval.seed, cfg.eval.difficulty
     )
+    if cfg.stage in SFT_STAGES and tokenizer_dir is None:
+        # The recipe's SFT stages (cold_start, rejection_sft) check their config first.
+        return SFT_STAGES[cfg.stage](
+            cfg, eval_problems=problems, out_dir=out, resume=resume, say=say
+        )
     return run_training(
         cfg,
         tokenizer_dir=tokenizer_dir,

@@ -410,3 +410,48 @@ def config_hash(cfg: Any) -> str:
     """First 16 hex digits of the sha256 of the canonical JSON of the resolved config."""
     canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+_NO_DEFAULT = object()
+
+
+def _declared_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT
+
+
+def _set_fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that differ from their declared defaults, as plain
+    data; a nested config contributes only its own differing fields."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
+        value = getattr(cfg, f.name)
+        default = _declared_default(f)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            nested = _set_fields(value)
+            same_kind = type(default) is type(value)
+            # A section present where the default is none, or set apart from a default that
+            # is itself set apart from its class's defaults, counts even when empty.
+            if not same_kind or nested != _set_fields(default):
+                out[f.name] = nested
+        elif default is _NO_DEFAULT or _plain(value) != _plain(default):
+            out[f.name] = _plain(value)
+    return out
+
+
+def settings_hash(cfg: Any) -> str:
+    """First 16 hex digits of the sha256 of the fields that differ from their defaults.
+
+    Unlike `config_hash`, a field added later with a default leaves it as it was, so a cache
+    keyed by it (the recipe's toy base) survives new options. What it cannot see is a changed
+    default value of an existing field: a cache that must notice one keys by more.
+    """
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"expected a config dataclass instance, got {cfg!r}")
+    canonical = json.dumps(_set_fields(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

@@ -164,7 +164,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     set_prefect_environment()
     from contextlib import ExitStack
 
-    from flows.deployments import deployments_from, healthy, local_server, read_deployments
+    from flows.deployments import (
+        deployments_from,
+        healthy,
+        local_server,
+        read_deployments,
+        serve_deployments,
+    )
     from store.events import api_url
 
     if args.config is not None:
@@ -184,18 +190,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import os
 
         os.environ["PREFECT_API_URL"] = api
-        from prefect import serve
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api}))
         deployments = deployments_from(args.deployments, config=args.config)
         ui = api.removesuffix("/api")
-        print(
-            f"serving {len(deployments)} deployments of {args.deployments} against {api}; "
-            f"the UI is at {ui} (Ctrl-C stops)",
-            flush=True,
-        )
-        serve(*deployments, print_starting_message=False)
+
+        def ready(count: int) -> None:
+            print(
+                f"serving {count} deployments of {args.deployments} against {api}; "
+                f"the UI is at {ui} (Ctrl-C stops)",
+                flush=True,
+            )
+
+        serve_deployments(deployments, ready=ready)
     return 0
 
 
