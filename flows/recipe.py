@@ -123,9 +123,17 @@ def r1_zero(cfg: RunConfig, config: str, state: RecipeState) -> None:
 
 
 def _run_rl(
-    cfg: RunConfig, state: RecipeState, label: str, config: str, out: str, checkpoint: str
+    cfg: RunConfig,
+    state: RecipeState,
+    label: str,
+    config: str,
+    out: str,
+    checkpoint: str,
+    *,
+    stage: str | None = None,
 ) -> None:
-    """A GRPO stage through the `rl` flow from `checkpoint`; its checkpoint becomes the newest."""
+    """A GRPO stage through the `rl` flow from `checkpoint`; its checkpoint becomes the newest
+    model (`label`), what it started from is recorded under its `stage` (default `label`)."""
     result = rl(
         config,
         out=str(Path(cfg.recipe.runs_dir) / out),
@@ -134,7 +142,7 @@ def _run_rl(
         store=cfg.store.root,
     )
     prompts = result["prompts"]
-    state.inputs[label] = {
+    state.inputs[stage or label] = {
         "checkpoint": checkpoint,
         "data": f"{prompts['table']}@{prompts['version']}",
     }
@@ -341,7 +349,7 @@ def final_rl(cfg: RunConfig, config: str, state: RecipeState) -> None:
         _say("final_rl: left out (recipe.final_rl_config is null)")
         return
     start = state.models.get("rejection_sft") or state.newest or state.models["base"]
-    _run_rl(cfg, state, "r1", cfg.recipe.final_rl_config, "final-rl", start)
+    _run_rl(cfg, state, "r1", cfg.recipe.final_rl_config, "final-rl", start, stage="final_rl")
 
 
 def distill_student(cfg: RunConfig, config: str, state: RecipeState) -> None:

@@ -154,6 +154,9 @@ class EvalConfig:
     # Decoding a toy model is many tiny operators: a second thread only waits for the first
     # (and spins on a busy machine), so evaluation runs on one.
     threads: int | None = 1
+    # Score the starting checkpoint too. A stage of the recipe can leave it off: the model it
+    # starts from was scored with the same problems when the stage before it finished.
+    before: bool = True
 
     def __post_init__(self) -> None:
         if self.problems < 0 or self.k < 1 or self.max_tokens < 1:

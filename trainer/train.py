@@ -460,7 +460,7 @@ def run_training(
         placement.barrier()
         return report
 
-    before = run_eval(0) if checkpoint is None else None
+    before = run_eval(0) if checkpoint is None and cfg.eval.before else None
     hooks = LoopHooks(
         checkpoint=save_checkpoint,
         evaluate=_eval_hook(run_eval) if eval_problems else None,

@@ -1,4 +1,4 @@
-"""`r1f demo`: the recipe, as far as it is built, at toy scale on the CPU."""
+"""`r1f demo`: the whole R1 recipe at toy scale on the CPU, then a summary table."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add `demo` to the top-level subparsers."""
-    p = add_command(
-        commands, "demo", cmd_demo, "run the recipe, as far as it is built, at toy scale on the CPU"
-    )
+    p = add_command(commands, "demo", cmd_demo, "run the whole R1 recipe at toy scale on the CPU")
     p.add_argument(
         "--config",
         default="configs/demo.yaml",

@@ -232,7 +232,7 @@ def test_training_stages_start_where_r1_says_and_record_it(
     assert state.inputs["cold_start"] == {"checkpoint": base, "data": "toy-cold-start@0"}
     assert state.inputs["reasoning_rl"]["checkpoint"] == str(runs / "cold-start")
     assert state.inputs["rejection_sft"] == {"checkpoint": base, "data": "toy-mixture@0"}
-    assert state.inputs["r1"]["checkpoint"] == str(runs / "rejection-sft")
+    assert state.inputs["final_rl"]["checkpoint"] == str(runs / "rejection-sft")
     for label, stage in [
         ("cold_start", "cold_start"),
         ("reasoning_rl", "reasoning_rl"),
@@ -241,14 +241,14 @@ def test_training_stages_start_where_r1_says_and_record_it(
     ]:
         written = json.loads((Path(state.models[label]) / "config.json").read_text())
         assert written["r1f_stage"] == stage
-        assert written["r1f_parent"]["path"] == state.inputs[label]["checkpoint"]
-        table, version = state.inputs[label]["data"].split("@")
+        assert written["r1f_parent"]["path"] == state.inputs[stage]["checkpoint"]
+        table, version = state.inputs[stage]["data"].split("@")
         assert (written["r1f_data"]["table"], written["r1f_data"]["version"]) == (
             table,
             int(version),
         )
     # Final RL's prompts hold the non-reasoning families as well as the reasoning ones.
-    table, version = state.inputs["r1"]["data"].split("@")
+    table, version = state.inputs["final_rl"]["data"].split("@")
     tracks = store.read(table, int(version), ["track"]).get_column("track").to_list()
     assert {"reasoning", "non_reasoning"} <= set(tracks)
 

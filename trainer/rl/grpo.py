@@ -732,7 +732,7 @@ def run_grpo(
         log.write({"kind": "eval", "step": step, **report.summary()})
         return report
 
-    before = run_eval(0) if checkpoint is None else None
+    before = run_eval(0) if checkpoint is None and cfg.eval.before else None
     progress = Progress(cfg.loop.steps, start_step, label="reward") if cfg.loop.progress else None
     records: list[dict[str, Any]] = []
     try:
