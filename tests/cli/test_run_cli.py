@@ -1,9 +1,12 @@
-"""`r1f run` and `r1f serve` refuse a mistake with one line before any Prefect server starts."""
+"""`r1f run` and `r1f serve` refuse a mistake with one line before any Prefect server starts;
+`r1f serve` says it is serving once the deployments are registered."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.cli.helpers import Result
 
@@ -44,3 +47,30 @@ def test_serve_checks_the_deployments_file(cli: Cli, tmp_path: Path) -> None:
         "deployments:\n  - name: a\n    entrypoint: flows/factory.py:verify\n    cron: 1\n"
     )
     cli("serve", "--deployments", file).one_line_error(2, "deployments[0]", "'cron'")
+
+
+def test_serving_is_announced_once_every_deployment_is_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve_deployments` says "ready" after the last registration and before the runner
+    polls; Ctrl-C in the runner returns normally (the server is then stopped by the caller)."""
+    import prefect.runner
+
+    from flows.deployments import serve_deployments
+
+    events: list[str] = []
+
+    class Runner:
+        def __init__(self, **kwargs: object) -> None:
+            events.append("runner")
+
+        def add_deployment(self, deployment: str) -> None:
+            events.append(f"register {deployment}")
+
+        async def start(self) -> None:
+            events.append("start")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(prefect.runner, "Runner", Runner)
+    serve_deployments(["a", "b"], ready=lambda n: events.append(f"ready {n}"))
+    assert events == ["runner", "register a", "register b", "ready 2", "start"]
