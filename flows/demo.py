@@ -96,9 +96,9 @@ def _release(cfg: RunConfig, table: str, version: int, out: Path) -> tuple[Path,
     return release_dir, rows
 
 
-def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(model, family, greedy, pass@k) for each model of the recipe, 'not run' where the flow
-    cannot run the stage that makes it yet."""
+def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(model, family, greedy, pass@k, R1 format of the samples) for each model of the recipe,
+    'not run' where the flow cannot run the stage that makes it, or the config left it out."""
     from flows.recipe import RECIPE
 
     built = {stage.name for stage in RECIPE if stage.run is not None}
@@ -106,11 +106,11 @@ def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for label, title, stage in MODELS:
         report = state["evals"].get(label)
         if stage not in built:
-            rows.append((title, "", "not run (stage not wired)", ""))
+            rows.append((title, "", "not run (stage not wired)", "", ""))
         elif label not in state["models"]:
-            rows.append((title, "", "not run (left out by the config)", ""))
+            rows.append((title, "", "not run (left out by the config)", "", ""))
         elif not report:
-            rows.append((title, "", "not evaluated", ""))
+            rows.append((title, "", "not evaluated", "", ""))
         else:
             for family, score in report.get("families", {}).items():
                 rows.append(
@@ -119,6 +119,7 @@ def summary_rows(state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         family,
                         f"{score['greedy']:.0%}",
                         f"{score['pass_at_k']:.0%} (k={report['k']})",
+                        f"{score['format_sampled']:.0%}",
                     )
                 )
     return rows
@@ -152,7 +153,7 @@ def run_demo(config_path: str | Path) -> int:
     made_by = {model_dir: label for label, model_dir in state["models"].items()}
     print_table(
         "Held-out toy problems (task seed 1000, never trained on; answers read leniently)",
-        ["model", "family", "greedy", "pass@k"],
+        ["model", "family", "greedy", "pass@k", "R1 format"],
         summary_rows(state),
     )
     print_table(

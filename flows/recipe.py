@@ -94,7 +94,7 @@ def _summary(model_dir: Path) -> dict[str, Any]:
 
 
 def pretrain(cfg: RunConfig, config: str, state: RecipeState) -> None:
-    """The toy base, trained once per config and cached (base_dir/<config hash>)."""
+    """The toy base, trained once per config and cached (base_dir/<key of its settings>)."""
     from trainer.train import SUMMARY_FILE
 
     out = base_model_dir(cfg)
