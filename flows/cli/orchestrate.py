@@ -63,8 +63,8 @@ FLOWS: dict[str, FlowCommand] = {
     "train": FlowCommand(
         "flows.factory",
         "train",
-        "one trainer stage from its config (pretrain, sft, distill)",
-        ("out",),
+        "one trainer stage from its config (pretrain, sft, distill, cold_start, rejection_sft)",
+        ("out", "model_dir"),
         stage_config=True,
     ),
     "rl": FlowCommand(
@@ -87,9 +87,7 @@ FLOWS: dict[str, FlowCommand] = {
         "sample from a checkpoint, judge, filter, assemble",
         ("model_dir",),
     ),
-    "r1-recipe": FlowCommand(
-        "flows.recipe", "r1_recipe", "the R1 recipe, every stage that is built"
-    ),
+    "r1-recipe": FlowCommand("flows.recipe", "r1_recipe", "the whole R1 recipe, stage after stage"),
 }
 
 _FLAG = {"table": "--table", "version": "--version", "model_dir": "--model-dir", "out": "--out"}
@@ -111,7 +109,7 @@ def flow_parameters(name: str, args: argparse.Namespace) -> dict[str, Any]:
         params[key] = value
     if "model_dir" in params and name == "distill":
         params["teacher"] = params.pop("model_dir")
-    if "model_dir" in params and name == "rl":
+    if "model_dir" in params and name in ("rl", "train"):
         params["checkpoint"] = params.pop("model_dir")
     if args.store is not None:
         params["store"] = args.store
@@ -232,7 +230,7 @@ def register(commands: Any) -> None:
         dest="model_dir",
         metavar="DIR",
         help="generate, rejection-sampling: the checkpoint to sample; distill: the teacher; "
-        "rl: the checkpoint to start from",
+        "rl, train: the checkpoint to start from",
     )
     p.add_argument("--out", metavar="DIR", help="train, rl: the checkpoint directory")
 
