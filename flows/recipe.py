@@ -372,7 +372,7 @@ def evaluate(cfg: RunConfig, config: str, state: RecipeState) -> None:
         state.evals[label] = summary.get("eval_after") or {}
         for family, score in state.evals[label].get("families", {}).items():
             _say(
-                f"evaluate {label:<8} {family:<15} greedy {score['greedy']:.0%}, "
+                f"evaluate {label:<13} {family:<15} greedy {score['greedy']:.0%}, "
                 f"pass@{state.evals[label]['k']} {score['pass_at_k']:.0%}"
             )
 
