@@ -143,8 +143,8 @@ def assemble(
     if missing_base:
         raise ValueError(f"base: missing {missing_base}")
     flat: dict[str, Any] = {k: mean_ci([row[k] for row in per_seed]) for k in SEED_KEYS}
-    for k in BASE_KEYS:
-        flat[k] = no_spread(base[k], "the shared base model, the same for every seed")
+    for k in base:  # BASE_KEYS and any other shared model's figure
+        flat[k] = no_spread(base[k], "a shared model, the same for every seed")
     differences = {}
     for name, (left, right) in COMPARISONS.items():
         rights = (
@@ -237,6 +237,7 @@ _ROWS = (
     ("R1-Zero", "accuracy before (the shared base)", "r1_zero", "accuracy_before"),
     ("R1-Zero", "accuracy after", "r1_zero", "accuracy_after"),
     ("R1-Zero", "format rate after (sampled)", "r1_zero", "format_rate_after"),
+    ("Distillation", "student base, before SFT or RL", "distillation", "student_before"),
     ("Distillation", "student, SFT on the filtered mixture", "distillation", "student_distilled"),
     ("Distillation", "student, pure GRPO, same CPU-seconds", "distillation", "student_rl"),
     ("Language", "mixed-language rate without the reward", "language", "mixed_rate_without"),
@@ -259,7 +260,9 @@ def results_table(results: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for claim, label, group, key in _ROWS:
-        entry = results[group][key]
+        entry = results[group].get(key)
+        if entry is None:  # an optional figure (the student base's) not measured
+            continue
         shown = f"{_pct(entry['mean'])} (no spread: shared)" if entry.get("spread") else _ci(entry)
         lines.append(f"| {claim} | {label} | {shown} | {_per_seed(entry)} |")
     return lines
@@ -290,13 +293,21 @@ def render_markdown(
     """The results page: `header` lines (command, load, caching), the table of results.json,
     the verdict per claim, the detail table, and the plots (file names beside the page)."""
     seeds = results["seeds"]
-    lines = [f"# The R1 recipe at toy scale: results over {len(seeds)} seeds", ""]
+    lines = [
+        f"# The R1 recipe at toy scale: results over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}",
+        "",
+    ]
     lines += [*header, ""] if header else []
     lines += [
         "## Results",
         "",
-        f"Seeds {', '.join(str(s) for s in seeds)}; 95% intervals are Student-t over the seeds "
-        f"(df = {len(seeds) - 1}); accuracy is held-out greedy accuracy averaged over the "
+        f"Seeds {', '.join(str(s) for s in seeds)}; "
+        + (
+            f"95% intervals are Student-t over the seeds (df = {len(seeds) - 1}); "
+            if len(seeds) > 1
+            else "one seed, so no intervals; "
+        )
+        + "accuracy is held-out greedy accuracy averaged over the "
         "families; the whole study took "
         f"{results['seconds']['mean']:.0f} s of wall clock.",
         "",

@@ -539,6 +539,9 @@ def plan_jobs(cfg: StudyConfig, seeds: Sequence[int], out: Path, prompts: str) -
     # Teachers of every seed first (everything else waits on them), then the rest by seed.
     jobs += [arms[0] for arms in per_seed]
     jobs.append(Job("eval_base", "eval", {"model": "base", "eval": ev}, ("base",)))
+    jobs.append(
+        Job("eval_student_base", "eval", {"model": "student_base", "eval": ev}, ("student_base",))
+    )
     for arms in per_seed:
         jobs += arms[1:]
     return jobs
@@ -646,19 +649,26 @@ def summarize(
         rows.append(figures)
         for k, v in seed_detail(outcome.results, seed).items():
             detail.setdefault(k, []).append(v)
-    base_eval = outcome.results["eval_base"]["eval"]
-    for fam, score in base_eval["families"].items():
-        meta.setdefault("base", {})[fam] = {
-            "greedy": score["greedy"],
-            f"pass@{base_eval['k']}": score["pass_at_k"],
-            "format_sampled": score["format_sampled"],
-            "mixed_language_sampled": score["mixed_language_sampled"],
-        }
+    shared = {"r1_zero.accuracy_before": accuracy(outcome.results["eval_base"]["eval"])}
+    student = outcome.results.get("eval_student_base")
+    if student is not None:
+        shared["distillation.student_before"] = accuracy(student["eval"])
+    for label, job in (("base", "eval_base"), ("student_base", "eval_student_base")):
+        if job not in outcome.results:
+            continue
+        report = outcome.results[job]["eval"]
+        for fam, score in report["families"].items():
+            meta.setdefault(label, {})[fam] = {
+                "greedy": score["greedy"],
+                f"pass@{report['k']}": score["pass_at_k"],
+                "format_sampled": score["format_sampled"],
+                "mixed_language_sampled": score["mixed_language_sampled"],
+            }
     meta["seeds_requested"] = list(seeds)
     meta["seeds_incomplete"] = [s for s in seeds if s not in done]
     return assemble(
         rows,
-        {"r1_zero.accuracy_before": accuracy(base_eval)},
+        shared,
         seeds=done,
         seconds=seconds,
         extra_per_seed=detail,
@@ -716,7 +726,6 @@ def run_study(
         "config": str(config),
         "engine": cfg.study.engine,
         "workers": cfg.study.workers,
-        "base": {},
         "base_cached": base_arm["cached"],
         "base_pretrain_seconds": base_arm.get("seconds"),
         "student_base_cached": outcome.results.get("student_base", {}).get("cached"),
@@ -734,6 +743,42 @@ def run_study(
     write_atomic(out_dir / "results.md", render_page(results, config, out_dir, seeds, plots))
     say(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'} ({seconds:.0f} s)")
     return results
+
+
+def _loads(values: Sequence[float] | None) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+METHOD = (
+    "## How the figures are made",
+    "",
+    "- **Seeds.** Every per-seed arm runs with the seed (GRPO's rollouts and prompt order, the "
+    "teacher's sampling, SFT's data order, the unfiltered draw); the toy base and the student "
+    "base are shared by all seeds (pretrained once, cached), so `accuracy_before` has no spread.",
+    "- **Accuracy** is held-out greedy accuracy (task seed 1000, never trained on; answers read "
+    "leniently, `trainer.evaluate`) averaged over the families; every model is scored on the "
+    "same problems by the same function. Per family and pass@k are in the detail table.",
+    "- **R1-Zero**: GRPO from the base with accuracy + format rewards (the R1-Zero config's "
+    "hyperparameters); it is also the language comparison's arm *without* the reward and the "
+    "teacher of rejection sampling. The format rate is over the k sampled answers.",
+    "- **Language**: the same GRPO, same seed and steps, with the language-consistency reward "
+    "added (the reasoning-RL config). The mixed-language rate is the share of the held-out "
+    "sampled chains of thought that `verifiers.language.detect_mixed_language` calls mixed "
+    "against English.",
+    "- **Rejection sampling** (the factory's stage functions: generate, judge, filter and "
+    "assemble): the seed's R1-Zero checkpoint answers training prompts (task seed 2, held-out "
+    "prompts left out by text), the samples are judged (format, math), then rejection, "
+    "decontamination, dedup, per-prompt selection and the mixture (no repeats).",
+    "- **Filtering**: the unfiltered student is trained on exactly as many rows as the "
+    "filtered mixture holds, drawn uniformly from the same generated samples before any "
+    "verdict, with the same SFT config and the same number of steps.",
+    "- **Distillation against RL**: one small dense student base (our architecture, every "
+    "layer dense, narrower, no MTP) pretrained briefly on the base's corpus; distilled = SFT on "
+    "the filtered mixture; RL = pure GRPO (accuracy + format) from the same student base, "
+    "stopped once its steps have used as many CPU-seconds as the whole SFT run did (both "
+    "figures in the detail table: `sft_filtered.cpu_seconds`, `student_rl.cpu_seconds`, the "
+    "latter including RL's set-up, so RL gets a little more compute, not less).",
+)
 
 
 def render_page(
@@ -765,10 +810,23 @@ def render_page(
             else f"pretrained in this run ({meta.get('student_base_pretrain_seconds') or 0:.0f} s)"
         )
         + ".",
-        f"- Load average (1, 5, 15 min) at the start {meta.get('load_average_start')}, "
-        f"at the end {meta.get('load_average_end')}; {meta.get('workers')} arms at once "
-        f"({meta.get('engine')}).",
+        f"- Load average (1, 5, 15 min) at the start {_loads(meta.get('load_average_start'))}, "
+        f"at the end {_loads(meta.get('load_average_end'))} (2 cores); {meta.get('workers')} "
+        f"arms at once ({meta.get('engine')}).",
     ]
+    for label, name in (("base", "the toy base"), ("student_base", "the student base")):
+        families = meta.get(label) or {}
+        if families:
+            header.append(
+                f"- Held-out figures of {name} (shared by every seed): "
+                + "; ".join(
+                    f"{fam} greedy {100 * f['greedy']:.0f}%, "
+                    + ", ".join(f"{k} {100 * v:.1f}%" for k, v in f.items() if k != "greedy")
+                    for fam, f in families.items()
+                )
+                + "."
+            )
+    header += ["", *METHOD]
     if meta.get("seeds_incomplete"):
         header.append(
             f"- **Incomplete seeds (left out of every figure):** {meta['seeds_incomplete']}; "

@@ -72,9 +72,7 @@ def test_assemble_has_every_key_and_paired_differences() -> None:
         _seed(0.20, **{"distillation.student_rl": 0.06}),
         _seed(0.30, **{"distillation.student_rl": 0.05}),
     ]
-    results = assemble(
-        per_seed, {"r1_zero.accuracy_before": 0.10}, seeds=[0, 1, 2], seconds=1234.0
-    )
+    results = assemble(per_seed, {"r1_zero.accuracy_before": 0.10}, seeds=[0, 1, 2], seconds=1234.0)
     for key in (*SEED_KEYS, "r1_zero.accuracy_before"):
         group, name = key.split(".")
         entry = results[group][name]
