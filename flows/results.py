@@ -276,7 +276,7 @@ def detail_table(results: Mapping[str, Any]) -> list[str]:
     lines = ["| figure | mean [95% CI] | per seed |", "|---|---|---|"]
     for key, entry in detail.items():
         values = entry["values"]
-        if key.endswith(("cpu_seconds", "seconds", "steps", "rows")):
+        if key.endswith(("cpu_seconds", "seconds", "steps", "rows")) or ".response_length." in key:
             shown = f"{entry['mean']:.1f}" + (
                 f" [{entry['ci95'][0]:.1f}, {entry['ci95'][1]:.1f}]" if entry["ci95"] else ""
             )

@@ -328,12 +328,33 @@ def arm_grpo(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     return {
         "dir": str(summary.out_dir),
         "steps": summary.steps,
+        "trend": rollout_trend(summary.out_dir),
         "cpu_seconds": cpu_seconds,
         "cpu_budget": budget,
         "seconds": seconds,
         "final": summary.final,
         "eval": evaluate_dir(summary.out_dir, _eval_config(params)),
     }
+
+
+TREND_KEYS = ("response_length", "format_rate", "accuracy", "mixed_language_rate")
+
+
+def rollout_trend(run_dir: str | Path, n: int = 5) -> dict[str, float]:
+    """Means of the rollouts' response length, format rate, accuracy and mixed-language rate
+    over the first and the last `n` steps of a GRPO run (`<key>.first`, `<key>.last`)."""
+    import math
+
+    from trainer.metrics import read_metrics
+
+    records = read_metrics(run_dir, "train")
+    out: dict[str, float] = {}
+    for key in TREND_KEYS:
+        values = [float(r[key]) for r in records if key in r and math.isfinite(float(r[key]))]
+        if values:
+            out[f"{key}.first"] = sum(values[:n]) / len(values[:n])
+            out[f"{key}.last"] = sum(values[-n:]) / len(values[-n:])
+    return out
 
 
 def arm_sft(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -624,6 +645,8 @@ def seed_detail(results: Mapping[str, dict[str, Any]], seed: int) -> dict[str, f
             out[f"{arm}.{fam}.pass@{r['eval']['k']}"] = score["pass_at_k"]
         out[f"{arm}.cpu_seconds"] = r["cpu_seconds"]
         out[f"{arm}.steps"] = r["steps"]
+        for key, value in r.get("trend", {}).items():
+            out[f"{arm}.rollouts.{key}"] = value
     rej = results[f"rejection/s{seed}"]
     out["rejection.teacher_correct_share"] = rej["teacher_correct_share"]
     out["rejection.mixture_rows"] = rej["mixture_rows"]
