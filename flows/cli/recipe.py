@@ -19,8 +19,15 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     config = Path(args.config)
     if not config.is_file():
         raise UserError(f"--config {config}: no such file; name the study config")
-    if args.force and Path(args.out).is_dir():
-        shutil.rmtree(args.out)
+    previous = Path(args.out)
+    if args.force and previous.is_dir() and any(previous.iterdir()):
+        # Only a directory an earlier study wrote: --force must never clear anything else.
+        if not ((previous / "runs").is_dir() and (previous / "store").is_dir()):
+            raise UserError(
+                f"--force: {previous} does not hold an earlier study (runs/ and store/); "
+                "name a new directory or clear it yourself"
+            )
+        shutil.rmtree(previous)
     out = new_directory(args.out, "--out")
     # Loaded (with every stage config it names) before anything starts: a mistake is one line.
     from flows.study import load_study_config, run_study

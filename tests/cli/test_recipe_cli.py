@@ -18,6 +18,10 @@ def test_bad_seeds_and_out(cli: Cli, tmp_path: Path) -> None:
     taken.mkdir()
     (taken / "x").write_text("x")
     cli("recipe", "--config", STUDY, "--out", taken).one_line_error(2, "--out", "not empty")
+    cli("recipe", "--config", STUDY, "--out", taken, "--force").one_line_error(
+        2, "--force", "does not hold an earlier study"
+    )
+    assert (taken / "x").is_file()
     cli("recipe", "--config", tmp_path / "absent.yaml").one_line_error(2, "absent.yaml")
 
 
