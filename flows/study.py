@@ -110,11 +110,23 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
         if not Path(file).is_file():
             raise ConfigError(f"{path}: study.{key}: no such file {file}")
         load_stage_config(file)
-    for key in ("r1_zero_config", "language_config", "student_rl_config"):
+    from trainer.recipe import check_rl_stage
+
+    for key, stage in (
+        ("r1_zero_config", "r1_zero"),
+        ("language_config", "reasoning_rl"),
+        ("student_rl_config", "r1_zero"),
+    ):
         file = getattr(s, key)
         if not Path(file).is_file():
             raise ConfigError(f"{path}: study.{key}: no such file {file}")
-        load_grpo_stage_config(file)
+        grpo = load_grpo_stage_config(file)
+        if grpo.stage != stage:
+            raise ConfigError(f"{path}: study.{key}: {file} is stage {grpo.stage}, not {stage}")
+        try:
+            check_rl_stage(grpo)
+        except ValueError as err:
+            raise ConfigError(f"{file}: {err}") from None
     if cfg.eval.seed == s.rejection_prompts.seed:
         raise ConfigError(
             f"{path}: study.rejection_prompts.seed equals eval.seed ({cfg.eval.seed}): the "

@@ -36,6 +36,12 @@ def test_bad_config_key_is_named(cli: Cli, tmp_path: Path) -> None:
     cli("recipe", "--config", config, "--out", tmp_path / "o").one_line_error(
         2, "study.r1_zero_config", "absent-stage.yaml"
     )
+    config.write_text(
+        f"extends: {STUDY}\nstudy:\n  language_config: {REPO}/configs/r1-zero-toy.yaml\n"
+    )
+    cli("recipe", "--config", config, "--out", tmp_path / "o").one_line_error(
+        2, "study.language_config", "is stage r1_zero, not reasoning_rl"
+    )
     config.write_text(f"extends: {STUDY}\neval: {{seed: 2}}\n")
     cli("recipe", "--config", config, "--out", tmp_path / "o").one_line_error(
         2, "rejection_prompts.seed equals eval.seed"
