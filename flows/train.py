@@ -167,9 +167,16 @@ def grpo_stage(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     say: Callable[[str], None] = print,
+    evaluate: bool = True,
+    cpu_budget: float | None = None,
 ) -> GRPOSummary:
     """Run one GRPO stage (plain GRPO or R1-Zero): the toy prompt table first when the config
-    has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function."""
+    has a `prompt_set`, held-out problems from `eval`, then the trainer's stage function.
+
+    evaluate: score the held-out problems before and after (False: the caller scores the
+    model itself; the held-out prompts are still kept out of the RL prompts). cpu_budget:
+    `run_grpo`'s, stop once the steps have used this many CPU-seconds (the stage's check has
+    run first)."""
     from store.lineage import Lineage
     from store.store import Store
     from trainer.recipe import RL_STAGES, check_rl_stage
@@ -197,8 +204,9 @@ def grpo_stage(
         cfg = replace(cfg, prompts=replace(cfg.prompts, source=str(ref)))
     out = Path(out_dir or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.stage in RL_STAGES:
-        return RL_STAGES[cfg.stage](
-            cfg, eval_problems=problems, out_dir=out, resume=resume, say=say
-        )
-    return run_grpo(cfg, out_dir=out, resume=resume, eval_problems=problems, say=say)
+    scored = problems if evaluate else []
+    if cfg.stage in RL_STAGES and cpu_budget is None:
+        return RL_STAGES[cfg.stage](cfg, eval_problems=scored, out_dir=out, resume=resume, say=say)
+    return run_grpo(
+        cfg, out_dir=out, resume=resume, eval_problems=scored, say=say, cpu_budget=cpu_budget
+    )

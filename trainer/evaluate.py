@@ -22,7 +22,11 @@ The answer is read leniently, because a base model follows the format only somet
 
 The extracted answer goes to the math verifier (`verify_countdown` for countdown), which
 decides. The format rate is that of `check_r1_format` over the full completion (the opened
-`<think>` included), for the greedy answer and over the k samples.
+`<think>` included), for the greedy answer and over the k samples. The mixed-language rate is
+the share of the k samples whose chain of thought (`trainer.rl.rewards.chain_of_thought`) the
+project's detector (`verifiers.language.detect_mixed_language`) calls mixed against the
+problem's `language` (R1's language-consistency measure, on held-out problems rather than on
+rollouts); `mixed_language_greedy` is the same for the greedy answer.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class EvalProblem:
     gold: str
     family: str
     track: str = "reasoning"
+    language: str = "en"  # the language the chain of thought should be in
 
     @property
     def think(self) -> bool:
@@ -65,6 +70,9 @@ class FamilyScore:
     format_greedy: float
     format_sampled: float  # R1 format rate over the k samples of every problem
     mean_completion_chars: float
+    # Share of the k samples (of the greedy answers) whose chain of thought mixes languages.
+    mixed_language_sampled: float = 0.0
+    mixed_language_greedy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class EvalReport:
             flat[f"{name}/greedy"] = s.greedy
             flat[f"{name}/pass@{self.k}"] = s.pass_at_k
             flat[f"{name}/format_sampled"] = s.format_sampled
+            flat[f"{name}/mixed_language_sampled"] = s.mixed_language_sampled
         return flat
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +98,19 @@ class EvalReport:
             "temperature": self.temperature,
             "families": {n: asdict(s) for n, s in self.families.items()},
         }
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One problem's verdicts: correctness, format and mixed language, greedy and sampled."""
+
+    greedy: bool
+    sampled: list[bool]
+    format_greedy: bool
+    format_sampled: list[bool]
+    chars: int
+    mixed_greedy: bool
+    mixed_sampled: list[bool]
 
 
 def lenient_answer(completion: str, gold: str) -> str | None:
@@ -141,6 +163,19 @@ def follows_format(completion: str) -> bool:
     return bool(check_r1_format(completion).ok)
 
 
+def mixes_languages(completion: str, language: str) -> bool:
+    """Whether the chain of thought of a full completion mixes languages (the project's
+    detector); a language the detector does not know counts as not mixed, as in GRPO's
+    rollout metric."""
+    from trainer.rl.rewards import chain_of_thought
+    from verifiers.language import detect_mixed_language
+
+    try:
+        return detect_mixed_language(chain_of_thought(completion), language) is not None
+    except ValueError:
+        return False
+
+
 def evaluate(
     sample: Callable[[list[str], float, int, int, int], list[list[str]]],
     problems: Sequence[EvalProblem],
@@ -158,19 +193,21 @@ def evaluate(
     prompts = [render_prompt(p.prompt, think=p.think) for p in problems]
     greedy = sample(prompts, 0.0, 1, max_tokens, seed)
     sampled = sample(prompts, temperature, k, max_tokens, seed) if k > 0 else [[] for _ in prompts]
-    by_family: dict[str, list[tuple[bool, list[bool], bool, list[bool], int]]] = defaultdict(list)
+    by_family: dict[str, list[_Scored]] = defaultdict(list)
     shown: dict[str, list[str]] = defaultdict(list)
     for problem, g, s in zip(problems, greedy, sampled, strict=True):
         prefix = generation_prefix(problem.think)
         g_full = prefix + g[0]
         s_full = [prefix + text for text in s]
         by_family[problem.family].append(
-            (
-                is_correct(g_full, problem.gold),
-                [is_correct(t, problem.gold) for t in s_full],
-                follows_format(g_full),
-                [follows_format(t) for t in s_full],
-                len(g[0]),
+            _Scored(
+                greedy=is_correct(g_full, problem.gold),
+                sampled=[is_correct(t, problem.gold) for t in s_full],
+                format_greedy=follows_format(g_full),
+                format_sampled=[follows_format(t) for t in s_full],
+                chars=len(g[0]),
+                mixed_greedy=mixes_languages(g_full, problem.language),
+                mixed_sampled=[mixes_languages(t, problem.language) for t in s_full],
             )
         )
         if len(shown[problem.family]) < examples:
@@ -178,17 +215,20 @@ def evaluate(
     families = {}
     for name, rows in sorted(by_family.items()):
         n = len(rows)
-        samples = [ok for r in rows for ok in r[1]]
-        formats = [ok for r in rows for ok in r[3]]
+        samples = [ok for r in rows for ok in r.sampled]
+        formats = [ok for r in rows for ok in r.format_sampled]
+        mixed = [m for r in rows for m in r.mixed_sampled]
         families[name] = FamilyScore(
             family=name,
             problems=n,
-            greedy=sum(r[0] for r in rows) / n,
-            pass_at_k=sum(any(r[1]) for r in rows) / n,
+            greedy=sum(r.greedy for r in rows) / n,
+            pass_at_k=sum(any(r.sampled) for r in rows) / n,
             sample_accuracy=sum(samples) / max(len(samples), 1),
-            format_greedy=sum(r[2] for r in rows) / n,
+            format_greedy=sum(r.format_greedy for r in rows) / n,
             format_sampled=sum(formats) / max(len(formats), 1),
-            mean_completion_chars=sum(r[4] for r in rows) / n,
+            mean_completion_chars=sum(r.chars for r in rows) / n,
+            mixed_language_sampled=sum(mixed) / max(len(mixed), 1),
+            mixed_language_greedy=sum(r.mixed_greedy for r in rows) / n,
         )
     return EvalReport(k=k, temperature=temperature, families=families, examples=dict(shown))
 

@@ -149,7 +149,9 @@ def plot_losses(run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str]
         ax.plot(*zip(*mtp, strict=True), label="MTP loss (depth 1)", alpha=0.8)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_yscale("log")
+    # A log scale needs a positive loss; a run with none logged yet keeps the linear axis.
+    if any(r["loss"] > 0 for r in records):
+        ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

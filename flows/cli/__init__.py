@@ -1,7 +1,7 @@
 """`r1f`: the factory's command line.
 
 One module per command group (`datasets`, `verify`, `config`, `model`, `generate`,
-`filter`, `demo`, `train` with `eval`, `run` and `serve`), each exposing `register(commands)` that adds its subcommands;
+`filter`, `demo`, `recipe`, `train` with `eval`, `run` and `serve`), each exposing `register(commands)` that adds its subcommands;
 `common` holds what they share (the parser class and global options, checked
 flags, output, the error and interrupt paths, store access). Adding a group
 is one module and one line in `COMMAND_GROUPS`.
@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from flows.cli import config, datasets, demo, generate, model, orchestrate, train, verify
+from flows.cli import config, datasets, demo, generate, model, orchestrate, recipe, train, verify
 from flows.cli import filter as filter_group  # the module name shadows the builtin
 from flows.cli.common import (
     EXIT_BUG,
@@ -42,6 +42,7 @@ COMMAND_GROUPS = (
     verify,
     config,
     demo,
+    recipe,
     model,
     generate,
     filter_group,

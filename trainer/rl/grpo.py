@@ -617,10 +617,15 @@ def run_grpo(
     eval_problems: Sequence[EvalProblem] = (),
     transforms: Sequence[Callable[[torch.nn.Module], torch.nn.Module]] = (),
     say: Callable[[str], None] = print,
+    cpu_budget: float | None = None,
 ) -> GRPOSummary:
     """GRPO from `cfg.model.checkpoint` on the prompts of `cfg.prompts.source`; the policy is
     published in `out_dir` (Hugging Face layout) with its checkpoints, metrics.jsonl,
     tensorboard/ and grpo.png beside it, and `train_summary.json` written last.
+
+    cpu_budget: stop after the step at which this process's CPU-seconds spent in GRPO steps
+    reach it (`loop.steps` is then a cap); the summary's `steps` says how many ran. Used to give
+    RL the same compute as another run (the recipe study's student), not to bound wall time.
 
     resume: continue from the latest complete checkpoint under out_dir (a fresh start when
     there is none). eval_problems: held-out problems scored before and after (and every
@@ -735,6 +740,7 @@ def run_grpo(
     before = run_eval(0) if checkpoint is None and cfg.eval.before else None
     progress = Progress(cfg.loop.steps, start_step, label="reward") if cfg.loop.progress else None
     records: list[dict[str, Any]] = []
+    last_step = cfg.loop.steps  # fewer when a CPU budget stops the run first
     try:
         with reward_functions(cfg.rewards, cfg.rollout.max_tokens) as functions:
             parts = GRPOParts(
@@ -751,20 +757,30 @@ def run_grpo(
                 rewards=functions,
                 recompute_old=recompute_old,
             )
+            steps_cpu = 0.0
             for step in range(start_step, cfg.loop.steps):
+                step_cpu = time.process_time()
                 record = grpo_step(parts, stream.next(cfg.rollout.prompts_per_step), cfg, step)
+                steps_cpu += time.process_time() - step_cpu
                 records.append(record)
                 done = step + 1
-                if done % cfg.loop.log_every == 0 or done == cfg.loop.steps:
+                spent = cpu_budget is not None and steps_cpu >= cpu_budget
+                if done % cfg.loop.log_every == 0 or done == cfg.loop.steps or spent:
                     log.write(record)
                 if progress is not None:
                     progress.update(done, record["sampled_tokens"], record["reward"])
                 if cfg.loop.eval_every > 0 and done % cfg.loop.eval_every == 0:
                     run_eval(done)
-                if done == cfg.loop.steps or (
-                    cfg.loop.checkpoint_every > 0 and done % cfg.loop.checkpoint_every == 0
+                if (
+                    done == cfg.loop.steps
+                    or spent
+                    or (cfg.loop.checkpoint_every > 0 and done % cfg.loop.checkpoint_every == 0)
                 ):
                     save(done)
+                if spent:
+                    say(f"CPU budget of {cpu_budget:.1f} s spent after {done} steps")
+                    last_step = done
+                    break
         if latest_checkpoint(out) is None:
             save(start_step)
         final_checkpoint = latest_checkpoint(out)
@@ -773,12 +789,12 @@ def run_grpo(
         from trainer.rl.plots import plot_grpo
 
         plot_grpo(out, out / PLOT_FILE)
-        after = run_eval(cfg.loop.steps)
+        after = run_eval(last_step)
         seconds = time.perf_counter() - started
         log.write(
             {
                 "kind": "run",
-                "step": cfg.loop.steps,
+                "step": last_step,
                 "seconds": seconds,
                 "cpu_seconds": time.process_time() - cpu_started,
                 "rollout_seconds": sum(r["rollout_seconds"] for r in records),
@@ -789,11 +805,11 @@ def run_grpo(
         )
     finally:
         log.close()
-    record_use(store, source, out, cfg.stage, cfg.loop.steps, metadata["r1f_config_hash"])
+    record_use(store, source, out, cfg.stage, last_step, metadata["r1f_config_hash"])
     summary = GRPOSummary(
         out_dir=out,
         stage=cfg.stage,
-        steps=cfg.loop.steps,
+        steps=last_step,
         resumed_from=start_step if checkpoint is not None else None,
         prompts=source,
         parent=metadata["r1f_parent"],

@@ -316,6 +316,37 @@ def test_run_writes_checkpoint_metrics_and_lineage(base: Path, tmp_path: Path) -
     assert not torch.equal(reloaded.head.weight, original.head.weight)
 
 
+def test_a_cpu_budget_stops_the_run_after_the_step_that_spends_it(
+    base: Path, tmp_path: Path
+) -> None:
+    """`cpu_budget` (the recipe study gives the student's RL the CPU-seconds its SFT took):
+    with a budget of 0 the first step spends it, so the run stops there, publishes that
+    step's policy and says so; `loop.steps` is only a cap."""
+    store = Store(tmp_path / "store")
+    cfg = GRPOConfig(
+        stage="grpo",
+        seed=1,
+        store=StoreConfig(root=str(tmp_path / "store")),
+        model=ModelConfig(checkpoint=str(base)),
+        prompts=PromptsConfig(source=_prompt_table(store)),
+        rollout=RolloutConfig(prompts_per_step=2, group_size=4, max_tokens=8),
+        rewards=RewardsConfig(weights={"format": 1.0}),
+        optim=OptimConfig(lr=1e-3, warmup_steps=0),
+        loop=RunLoopConfig(
+            steps=50, log_every=10, checkpoint_every=0, tensorboard=False, progress=False
+        ),
+    )
+    said: list[str] = []
+    out = tmp_path / "run"
+    summary = run_grpo(cfg, out_dir=out, say=said.append, cpu_budget=0.0)
+    assert summary.steps == 1
+    assert [r["step"] for r in read_metrics(out, "train")] == [1]  # logged though not due
+    assert read_metrics(out, "run")[-1]["step"] == 1
+    assert json.loads((out / "config.json").read_text())["r1f_step"] == 1
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 1
+    assert any("CPU budget" in line and "after 1 steps" in line for line in said)
+
+
 def test_grpo_raises_a_learnable_reward(base: Path) -> None:
     """The loop learns: rewarding completions that contain `</think>` (the model's
     vocabulary has it as one token) raises the mean reward over a few steps."""
