@@ -33,10 +33,10 @@ test: setup
 test-dist: setup
 	$(PY) -m pytest -m "dist and not slow"
 
-# Ray is an optional extra (several hundred MB); this installs its core and
-# runs the filter steps on a local Ray cluster (loopback only).
+# Ray is an optional extra (several hundred MB); this installs it with prefect-ray and runs
+# the filter steps and the generate flow's shard tasks on a local Ray (loopback only).
 test-ray: setup
-	$(PY) -m pip install --quiet --disable-pip-version-check "ray==2.60.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check "ray==2.60.0" "prefect-ray==0.6.0"
 	$(PY) -m pytest -m ray
 
 # vLLM is no part of the CPU install. This builds a venv of its own (work/vllm-venv) with the

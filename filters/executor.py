@@ -140,7 +140,9 @@ def _map_ray(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator
         # A local cluster when none is configured (RAY_ADDRESS joins one); no
         # usage report leaves the machine and no dashboard is started.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        # A local cluster binds to loopback only; joining RAY_ADDRESS uses the cluster's own.
+        local = {} if os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **local)
     remote = ray.remote(_call)
     fn_ref = ray.put(fn)  # shipped once, not with every task
     window: deque[Any] = deque()

@@ -31,6 +31,7 @@ import atexit
 import dataclasses
 import fcntl
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -100,7 +101,15 @@ def task_runner(flows: FlowsConfig, backend: BackendConfig | None = None) -> Tas
 
         if flows.ray_address is not None:
             return RayTaskRunner(address=flows.ray_address)
-        return RayTaskRunner(init_kwargs={"num_cpus": flows.workers})
+        # A local Ray for the run, on loopback only, without its dashboard or usage report.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return RayTaskRunner(
+            init_kwargs={
+                "num_cpus": flows.workers,
+                "include_dashboard": False,
+                "_node_ip_address": "127.0.0.1",
+            }
+        )
     return ProcessPoolTaskRunner(max_workers=flows.workers)
 
 
