@@ -19,12 +19,15 @@ stands for one property R1-Zero needs in its base:
   such a base mix languages sometimes: what R1's language-consistency reward is for
   (`verifiers.language` counts the Chinese words as off-target for English).
 - **Arithmetic facts.** `drill_documents` plain-text documents of `drill_facts` one-step
-  facts each (`7*8=56.`, `56/8=7.`, `63+9=72.`, `70-63=7.`, one per line, written as the
-  worked solutions write a step, operands in the ranges the difficulty-1 families use). A
-  base model has met far more arithmetic than a few thousand worked problems hold; without
-  the drills the tiny base copies the problem's numbers into its steps but gets most single
-  steps wrong (measured: docs/grpo.md), which leaves reinforcement learning no correct
-  samples to reinforce.
+  facts each (`7*8=56.`, `56/8=7.`, `63+9=72.`, one per line, written as the worked
+  solutions write a step). With `drill_steps_from` the facts are the steps of freshly drawn
+  problems of those families, so each fact comes as often as the problems need it (the few
+  hundred small sums and products most steps use come far more often than the rest);
+  without it they are drawn uniformly over the difficulty-1 operand ranges. A base model has
+  met far more arithmetic than a few thousand worked problems hold; without the drills the
+  tiny base copies the problem's numbers into its steps but gets most single steps wrong
+  (measured: docs/training.md), which leaves reinforcement learning no correct samples to
+  reinforce.
 - **Held-out problems.** Every task is drawn with task seed `seed` (and its index); evaluation
   draws with other seeds, so its problems were never trained on (up to the chance that two
   seeds draw the same small problem, which the docs measure).
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generators.tasks import SOURCES
-from generators.tasks.base import Task
+from generators.tasks.base import FamilySource, Task
 from store.config import config_hash
 from store.lineage import Lineage, TableRef
 from store.record import validate_sample
@@ -83,6 +86,10 @@ class CorpusConfig:
     text_documents: int = 200
     drill_documents: int = 0
     drill_facts: int = 8  # facts per drill document
+    # Families whose worked solutions the drills take their facts from, in the proportion
+    # those solutions use them (problems drawn apart from the documents'); empty: facts
+    # drawn uniformly over the difficulty-1 operand ranges (`arithmetic_fact`).
+    drill_steps_from: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.families) - set(SOURCES))
@@ -95,6 +102,12 @@ class CorpusConfig:
             raise ValueError("document counts must be >= 0")
         if self.drill_documents < 0 or self.drill_facts < 1:
             raise ValueError("drill_documents must be >= 0 and drill_facts >= 1")
+        for name in self.drill_steps_from:
+            if not isinstance(SOURCES.get(name), FamilySource):
+                raise ValueError(
+                    f"drill_steps_from: {name!r} has no worked steps to drill; "
+                    "use a family such as toy-arithmetic or toy-countdown"
+                )
 
 
 def with_chinese_connectives(think: str, rng: random.Random) -> str:
@@ -180,9 +193,36 @@ def arithmetic_fact(rng: random.Random) -> str:
     return f"{a}-{b}={a - b}."
 
 
-def drill_document(rng: random.Random, facts: int) -> tuple[str, str]:
-    """(prompt, facts): a short list of arithmetic facts, one per line."""
+# One step of a worked solution, without the words around it ("In all 6*16=96." -> 6*16=96).
+_STEP = re.compile(r"\d+[-+*/]\d+=\d+")
+
+
+def solution_facts(
+    rng: random.Random, families: list[str], difficulties: list[int]
+) -> Iterator[str]:
+    """The steps of freshly drawn problems of `families`, one fact at a time: facts come as
+    often as those problems use them (the few hundred small sums and products most steps
+    need come far more often than the rest)."""
+    while True:
+        source = SOURCES[rng.choice(families)]
+        assert isinstance(source, FamilySource)
+        draft = source.build(rng, rng.choice(difficulties))
+        for step in _STEP.findall(draft.think):
+            yield f"{step}."
+
+
+def drill_document(
+    rng: random.Random,
+    facts: int,
+    families: list[str] | None = None,
+    difficulties: list[int] | None = None,
+) -> tuple[str, str]:
+    """(prompt, facts): a short list of arithmetic facts, one per line; uniform facts
+    (`arithmetic_fact`), or the steps of `families`' problems when given."""
     prompt = rng.choice(("Arithmetic practice.", "Some sums and products.", "Facts to learn."))
+    if families:
+        stream = solution_facts(rng, families, difficulties or [1])
+        return prompt, "\n".join(next(stream) for _ in range(facts))
     return prompt, "\n".join(arithmetic_fact(rng) for _ in range(facts))
 
 
@@ -235,7 +275,10 @@ def build_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
         )
     for index in range(cfg.drill_documents):
         prompt, facts = drill_document(
-            random.Random(f"corpus-drill:{cfg.seed}:{index}"), cfg.drill_facts
+            random.Random(f"corpus-drill:{cfg.seed}:{index}"),
+            cfg.drill_facts,
+            cfg.drill_steps_from,
+            cfg.difficulties,
         )
         rows.append(
             {
