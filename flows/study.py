@@ -68,7 +68,7 @@ class StudySection:
     base_dir: str = "work/base"
     student_base_config: str = field(default="pretrain-student-toy.yaml", metadata={"path": True})
     r1_zero_config: str = field(default="r1-zero-toy.yaml", metadata={"path": True})
-    language_config: str = field(default="reasoning-rl-toy.yaml", metadata={"path": True})
+    language_config: str = field(default="r1-zero-language-toy.yaml", metadata={"path": True})
     student_sft_config: str = field(default="distill-student-toy.yaml", metadata={"path": True})
     student_rl_config: str = field(default="r1-zero-student-toy.yaml", metadata={"path": True})
     # The training prompts rejection sampling answers (held-out problems left out by text).
@@ -853,8 +853,9 @@ METHOD = (
     "- **R1-Zero**: GRPO from the base with accuracy + format rewards (the R1-Zero config's "
     "hyperparameters); it is also the language comparison's arm *without* the reward and the "
     "teacher of rejection sampling. The format rate is over the k sampled answers.",
-    "- **Language**: the same GRPO, same seed and steps, with the language-consistency reward "
-    "added (the reasoning-RL config). The mixed-language rate is the share of the held-out "
+    "- **Language**: the same GRPO, same seed, prompts and steps, with the language-consistency "
+    "reward added (configs/r1-zero-language-toy.yaml extends the R1-Zero config and adds the "
+    "reward alone). The mixed-language rate is the share of the held-out "
     "sampled chains of thought that `verifiers.language.detect_mixed_language` calls mixed "
     "against English.",
     "- **Rejection sampling** (the factory's stage functions: generate, judge, filter and "

@@ -36,7 +36,7 @@ def micro_study(d: Path) -> Path:
     (d / "student.yaml").write_text(
         f"extends: {CONFIGS}/pretrain-student-toy.yaml\n{MICRO_CORPUS}{MICRO_EVAL}"
     )
-    for name in ("r1-zero", "reasoning-rl"):
+    for name in ("r1-zero", "r1-zero-language"):
         (d / f"{name}.yaml").write_text(
             f"extends: {CONFIGS}/{name}-toy.yaml\n{MICRO_RL}"
             f"loop: {{steps: 2, checkpoint_every: 2}}\n{MICRO_EVAL}"
@@ -57,7 +57,7 @@ def micro_study(d: Path) -> Path:
         "  base_config: base.yaml\n"
         "  student_base_config: student.yaml\n"
         "  r1_zero_config: r1-zero.yaml\n"
-        "  language_config: reasoning-rl.yaml\n"
+        "  language_config: r1-zero-language.yaml\n"
         "  student_sft_config: sft.yaml\n"
         "  student_rl_config: student-rl.yaml\n"
         "  rejection_prompts: {families: {toy-arithmetic: 3, toy-countdown: 3}}\n"
