@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import random
 import sys
+from pathlib import Path
 
-import torch
+# Run as a script, bench/ comes first on sys.path and bench/store.py would shadow the `store`
+# package: put the repo root there instead.
+_BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+sys.path.insert(0, str(_BENCH_DIR.parent))
 
-from generators.tasks.corpus import solution_facts
-from trainer.checkpoint import load_checkpoint
-from trainer.evaluate import sampler_for
-from trainer.tokenizer import BOS, R1Tokenizer
+import torch  # noqa: E402
+
+from generators.tasks.corpus import solution_facts  # noqa: E402
+from trainer.checkpoint import load_checkpoint  # noqa: E402
+from trainer.evaluate import sampler_for  # noqa: E402
+from trainer.tokenizer import BOS, R1Tokenizer  # noqa: E402
 
 CONTEXT = "Arithmetic practice.\n3+5=8.\n12+7=19.\n"
 
