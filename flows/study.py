@@ -68,7 +68,7 @@ class StudySection:
     base_dir: str = "work/base"
     student_base_config: str = field(default="pretrain-student-toy.yaml", metadata={"path": True})
     r1_zero_config: str = field(default="r1-zero-toy.yaml", metadata={"path": True})
-    language_config: str = field(default="reasoning-rl-toy.yaml", metadata={"path": True})
+    language_config: str = field(default="r1-zero-language-toy.yaml", metadata={"path": True})
     student_sft_config: str = field(default="distill-student-toy.yaml", metadata={"path": True})
     student_rl_config: str = field(default="r1-zero-student-toy.yaml", metadata={"path": True})
     # The training prompts rejection sampling answers (held-out problems left out by text).
@@ -174,10 +174,12 @@ def schedule(
     result: Result,
     workers: int,
     say: Callable[[str], None] = print,
+    progress: Callable[[Outcome], None] | None = None,
 ) -> Outcome:
     """Run `jobs` respecting `needs`, at most `workers` at once, in list order among the
     ready ones (put the critical path first). A failed job fails nothing else but its
-    dependents, which are skipped: the seeds that finished still count."""
+    dependents, which are skipped: the seeds that finished still count. `progress` sees the
+    outcome so far after every finished or failed job."""
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError("job names must be unique")
@@ -218,6 +220,8 @@ def schedule(
             line = (str(err).strip().splitlines() or [""])[0][:300]
             out.failed[job.name] = f"{type(err).__name__}: {line}"
             say(f"FAILED {job.name}: {out.failed[job.name]}")
+        if progress is not None:
+            progress(out)
     return out
 
 
@@ -229,7 +233,12 @@ def run_job(kind: str, params: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     return ARMS[kind](params, inputs)
 
 
-def run_processes(jobs: Sequence[Job], workers: int, say: Callable[[str], None]) -> Outcome:
+def run_processes(
+    jobs: Sequence[Job],
+    workers: int,
+    say: Callable[[str], None],
+    progress: Callable[[Outcome], None] | None = None,
+) -> Outcome:
     """The arms on a plain process pool (spawned workers: no torch state forked)."""
     import concurrent.futures as cf
     import multiprocessing
@@ -243,7 +252,7 @@ def run_processes(jobs: Sequence[Job], workers: int, say: Callable[[str], None])
             done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
             return next(iter(done))
 
-        return schedule(jobs, submit, wait_first, lambda f: f.result(), workers, say)
+        return schedule(jobs, submit, wait_first, lambda f: f.result(), workers, say, progress)
 
 
 # --- the arms -------------------------------------------------------------------------------
@@ -569,15 +578,28 @@ def plan_jobs(cfg: StudyConfig, seeds: Sequence[int], out: Path, prompts: str) -
                 ),
             ]
         )
-    # Teachers of every seed first (everything else waits on them), then the rest by seed.
-    jobs += [arms[0] for arms in per_seed]
-    jobs.append(Job("eval_base", "eval", {"model": "base", "eval": ev}, ("base",)))
-    jobs.append(
-        Job("eval_student_base", "eval", {"model": "student_base", "eval": ev}, ("student_base",))
-    )
-    for arms in per_seed:
-        jobs += arms[1:]
-    return jobs
+    # Priority among the ready arms. The teachers first (all else waits on them), then seed
+    # by seed, so that complete seeds come in one after another (a study cut short still has
+    # whole seeds), except that each seed's language run is moved one seed earlier: a long
+    # GRPO run last would leave one worker idle at the end (measured: six minutes, when the
+    # language runs came last).
+    rest = [j for arms in per_seed for j in arms] + [
+        Job("eval_base", "eval", {"model": "base", "eval": ev}, ("base",)),
+        Job("eval_student_base", "eval", {"model": "student_base", "eval": ev}, ("student_base",)),
+    ]
+    position = {seed: i for i, seed in enumerate(seeds)}
+    within = ("rejection", "language", "sft_filtered", "student_rl", "sft_unfiltered")
+
+    def priority(job: Job) -> tuple[int, int, int]:
+        kind, _, seed = job.name.partition("/s")
+        if kind == "r1_zero":
+            return (0, position[int(seed)], 0)
+        if kind.startswith("eval"):
+            return (1, 0, 0)
+        at = position[int(seed)] - (1 if kind == "language" else 0)
+        return (2, at, within.index(kind))
+
+    return jobs + sorted(rest, key=priority)
 
 
 def prepare_tables(cfg: StudyConfig) -> str:
@@ -724,48 +746,83 @@ def run_study(
     *,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The whole study: shared tables, the arms on the pool, results.json, plots, results.md."""
+    """The whole study: shared tables, the arms on the pool, results.json, plots, results.md.
+    `DIR/arms.json` is rewritten after every arm, so that `finish_study(DIR)` can summarise the
+    seeds that finished if the run is stopped (the others are listed as incomplete)."""
     started = time.perf_counter()
     cfg = load_study_config(config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, store=replace(cfg.store, root=str(out_dir / "store")))
     seed_list = [cfg.seed + i for i in range(seeds)]
-    load_start = os.getloadavg()
+    state: dict[str, Any] = {
+        "config": str(config),
+        "seeds": seed_list,
+        "engine": cfg.study.engine,
+        "workers": cfg.study.workers,
+        "started": time.time(),
+        "load_average_start": list(os.getloadavg()),
+    }
+    arms_file = out_dir / ARMS_FILE
+
+    def progress(outcome: Outcome) -> None:
+        state.update(
+            results=outcome.results,
+            failed=outcome.failed,
+            skipped=outcome.skipped,
+            last_done=time.time(),
+        )
+        write_atomic(arms_file, json.dumps(state, indent=2) + "\n")
+
     prompts = prepare_tables(cfg)
     jobs = plan_jobs(cfg, seed_list, out_dir, prompts)
     say(
         f"r1f recipe: {len(jobs)} arms for seeds {seed_list}, {cfg.study.workers} at once "
-        f"({cfg.study.engine}); store {cfg.store.root}"
+        f"({cfg.study.engine}); store {cfg.store.root}; progress in {arms_file}"
     )
     if cfg.study.engine == "prefect":
-        outcome = run_prefect(jobs, cfg.study.workers, say)
+        outcome = run_prefect(jobs, cfg.study.workers, say, str(arms_file), state)
     else:
-        outcome = run_processes(jobs, cfg.study.workers, say)
-    (out_dir / "arms.json").write_text(
-        json.dumps(
-            {"results": outcome.results, "failed": outcome.failed, "skipped": outcome.skipped},
-            indent=2,
-        )
-        + "\n"
+        outcome = run_processes(jobs, cfg.study.workers, say, progress)
+    progress(outcome)
+    results = finish_study(out_dir, seconds=time.perf_counter() - started)
+    say(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    return results
+
+
+ARMS_FILE = "arms.json"
+
+
+def finish_study(out_dir: str | os.PathLike[str], seconds: float | None = None) -> dict[str, Any]:
+    """results.json, the plots and results.md from `out_dir/arms.json`: the seeds whose arms
+    all finished; `seconds` defaults to the time from the start to the last finished arm."""
+    out_dir = Path(out_dir)
+    arms_file = out_dir / ARMS_FILE
+    state = json.loads(arms_file.read_text())
+    outcome = Outcome(
+        results=state.get("results", {}),
+        failed=state.get("failed", {}),
+        skipped=state.get("skipped", {}),
     )
+    seed_list = list(state["seeds"])
     complete = [s for s in seed_list if seed_figures(outcome.results, s) is not None]
     if "eval_base" not in outcome.results or not complete:
         raise StudyFailed(
-            f"no seed finished every arm, so there are no results (see {out_dir / 'arms.json'}): "
+            f"no seed finished every arm, so there are no results (see {arms_file}): "
             + "; ".join(f"{k}: {v}" for k, v in outcome.failed.items())
         )
-    seconds = time.perf_counter() - started
+    if seconds is None:
+        seconds = float(state.get("last_done", time.time())) - float(state["started"])
     base_arm = outcome.results["base"]
     meta = {
-        "config": str(config),
-        "engine": cfg.study.engine,
-        "workers": cfg.study.workers,
+        "config": state["config"],
+        "engine": state["engine"],
+        "workers": state["workers"],
         "base_cached": base_arm["cached"],
         "base_pretrain_seconds": base_arm.get("seconds"),
         "student_base_cached": outcome.results.get("student_base", {}).get("cached"),
         "student_base_pretrain_seconds": outcome.results.get("student_base", {}).get("seconds"),
-        "load_average_start": list(load_start),
+        "load_average_start": state["load_average_start"],
         "load_average_end": list(os.getloadavg()),
         "failed": outcome.failed,
         "skipped": outcome.skipped,
@@ -775,8 +832,8 @@ def run_study(
     from flows.study_plots import plot_study
 
     plots = plot_study(outcome.results, results, out_dir)
-    write_atomic(out_dir / "results.md", render_page(results, config, out_dir, seeds, plots))
-    say(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'} ({seconds:.0f} s)")
+    page = render_page(results, state["config"], out_dir, len(seed_list), plots)
+    write_atomic(out_dir / "results.md", page)
     return results
 
 
@@ -796,8 +853,9 @@ METHOD = (
     "- **R1-Zero**: GRPO from the base with accuracy + format rewards (the R1-Zero config's "
     "hyperparameters); it is also the language comparison's arm *without* the reward and the "
     "teacher of rejection sampling. The format rate is over the k sampled answers.",
-    "- **Language**: the same GRPO, same seed and steps, with the language-consistency reward "
-    "added (the reasoning-RL config). The mixed-language rate is the share of the held-out "
+    "- **Language**: the same GRPO, same seed, prompts and steps, with the language-consistency "
+    "reward added (configs/r1-zero-language-toy.yaml extends the R1-Zero config and adds the "
+    "reward alone). The mixed-language rate is the share of the held-out "
     "sampled chains of thought that `verifiers.language.detect_mixed_language` calls mixed "
     "against English.",
     "- **Rejection sampling** (the factory's stage functions: generate, judge, filter and "
@@ -870,12 +928,19 @@ def render_page(
     return render_markdown(results, header=header, plots=list(plots))
 
 
-def run_prefect(jobs: Sequence[Job], workers: int, say: Callable[[str], None]) -> Outcome:
+def run_prefect(
+    jobs: Sequence[Job],
+    workers: int,
+    say: Callable[[str], None],
+    arms_file: str,
+    state: dict[str, Any],
+) -> Outcome:
     """The arms as Prefect tasks on the factory's bounded process pool, inside one flow run,
-    against the configured API or an embedded server."""
+    against the configured API or an embedded server; `arms_file` is rewritten (`state` plus
+    the outcome so far) after every arm."""
     from flows.embedded import prefect_api
 
     with prefect_api(say):
         from flows.study_flow import recipe_study
 
-        return recipe_study(list(jobs), workers)
+        return recipe_study(list(jobs), workers, arms_file, state)

@@ -25,8 +25,21 @@ def arm_task(
 
 
 @flow(name="r1-recipe-study", log_prints=True, persist_result=False)
-def recipe_study_flow(jobs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Every arm of the study, at most `workers` at once; returns `Outcome` as a dict."""
+def recipe_study_flow(
+    jobs: list[dict[str, Any]], workers: int, arms_file: str, state: dict[str, Any]
+) -> dict[str, Any]:
+    """Every arm of the study, at most `workers` at once; `arms_file` holds `state` and the
+    outcome so far after every arm; returns `Outcome` as a dict."""
+    import json
+    import time
+    from pathlib import Path
+
+    from flows.study import write_atomic
+
+    def progress(outcome: Outcome) -> None:
+        state.update(asdict(outcome), last_done=time.time())
+        write_atomic(Path(arms_file), json.dumps(state, indent=2) + "\n")
+
     plan = [Job(j["name"], j["kind"], j["params"], tuple(j["needs"])) for j in jobs]
     runner = task_runner(FlowsConfig(executor="process", workers=workers))
     with runner:
@@ -40,10 +53,10 @@ def recipe_study_flow(jobs: list[dict[str, Any]], workers: int) -> dict[str, Any
         def wait_first(futures: list[Any]) -> Any:
             return next(iter(as_completed(futures)))
 
-        outcome = schedule(plan, submit, wait_first, lambda f: f.result(), workers, _say)
+        outcome = schedule(plan, submit, wait_first, lambda f: f.result(), workers, _say, progress)
     return asdict(outcome)
 
 
-def recipe_study(jobs: list[Job], workers: int) -> Outcome:
-    done = recipe_study_flow([asdict(j) for j in jobs], workers)
+def recipe_study(jobs: list[Job], workers: int, arms_file: str, state: dict[str, Any]) -> Outcome:
+    done = recipe_study_flow([asdict(j) for j in jobs], workers, arms_file, dict(state))
     return Outcome(**done)

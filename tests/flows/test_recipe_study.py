@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows.results import BASE_KEYS, SEED_KEYS
+from flows.study import finish_study
 from tests.cli.helpers import REPO
 
 CONFIGS = REPO / "configs"
@@ -35,7 +36,7 @@ def micro_study(d: Path) -> Path:
     (d / "student.yaml").write_text(
         f"extends: {CONFIGS}/pretrain-student-toy.yaml\n{MICRO_CORPUS}{MICRO_EVAL}"
     )
-    for name in ("r1-zero", "reasoning-rl"):
+    for name in ("r1-zero", "r1-zero-language"):
         (d / f"{name}.yaml").write_text(
             f"extends: {CONFIGS}/{name}-toy.yaml\n{MICRO_RL}"
             f"loop: {{steps: 2, checkpoint_every: 2}}\n{MICRO_EVAL}"
@@ -56,7 +57,7 @@ def micro_study(d: Path) -> Path:
         "  base_config: base.yaml\n"
         "  student_base_config: student.yaml\n"
         "  r1_zero_config: r1-zero.yaml\n"
-        "  language_config: reasoning-rl.yaml\n"
+        "  language_config: r1-zero-language.yaml\n"
         "  student_sft_config: sft.yaml\n"
         "  student_rl_config: student-rl.yaml\n"
         "  rejection_prompts: {families: {toy-arithmetic: 3, toy-countdown: 3}}\n"
@@ -121,3 +122,12 @@ def test_recipe_study_writes_results_with_intervals(tmp_path: Path) -> None:
         assert (out / plot).stat().st_size > 0
     arms = json.loads((out / "arms.json").read_text())
     assert arms["failed"] == {} and len(arms["results"]) == 2 + 2 + 2 * 6
+
+    # A study stopped before seed 1's last arm: finish_study summarises seed 0 alone and
+    # says that seed 1 is left out.
+    del arms["results"]["student_rl/s1"]
+    (out / "arms.json").write_text(json.dumps(arms))
+    partial = finish_study(out)
+    assert partial["seeds"] == [0] and partial["meta"]["seeds_incomplete"] == [1]
+    assert partial["r1_zero"]["accuracy_after"]["ci95"] is None  # one seed: no interval
+    assert "Incomplete seeds (left out of every figure):** [1]" in (out / "results.md").read_text()
