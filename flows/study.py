@@ -734,9 +734,11 @@ def summarize(
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """`text` replaces `path` whole or not at all (`store.jsonl.atomic_output`)."""
+    from store.jsonl import atomic_output
+
+    with atomic_output(path) as fh:
+        fh.write(text)
 
 
 def run_study(

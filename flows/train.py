@@ -175,8 +175,7 @@ def grpo_stage(
 
     evaluate: score the held-out problems before and after (False: the caller scores the
     model itself; the held-out prompts are still kept out of the RL prompts). cpu_budget:
-    `run_grpo`'s, stop once the steps have used this many CPU-seconds (the stage's check has
-    run first)."""
+    `run_grpo`'s, stop once the steps have used this many CPU-seconds."""
     from store.lineage import Lineage
     from store.store import Store
     from trainer.recipe import RL_STAGES, check_rl_stage
@@ -205,8 +204,10 @@ def grpo_stage(
     out = Path(out_dir or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scored = problems if evaluate else []
-    if cfg.stage in RL_STAGES and cpu_budget is None:
-        return RL_STAGES[cfg.stage](cfg, eval_problems=scored, out_dir=out, resume=resume, say=say)
+    if cfg.stage in RL_STAGES:
+        return RL_STAGES[cfg.stage](
+            cfg, eval_problems=scored, out_dir=out, resume=resume, say=say, cpu_budget=cpu_budget
+        )
     return run_grpo(
         cfg, out_dir=out, resume=resume, eval_problems=scored, say=say, cpu_budget=cpu_budget
     )

@@ -117,10 +117,18 @@ def r1_zero(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     say: Callable[[str], None] = print,
+    cpu_budget: float | None = None,
 ) -> GRPOSummary:
     """Pure RL from the base: GRPO with accuracy + format rewards and the R1-Zero template."""
     check_r1_zero(cfg)
-    return run_grpo(cfg, out_dir=out_dir, resume=resume, eval_problems=eval_problems, say=say)
+    return run_grpo(
+        cfg,
+        out_dir=out_dir,
+        resume=resume,
+        eval_problems=eval_problems,
+        say=say,
+        cpu_budget=cpu_budget,
+    )
 
 
 def reasoning_rl(
@@ -130,10 +138,18 @@ def reasoning_rl(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     say: Callable[[str], None] = print,
+    cpu_budget: float | None = None,
 ) -> GRPOSummary:
     """GRPO on reasoning prompts with the language-consistency reward added to accuracy."""
     check_reasoning_rl(cfg)
-    return run_grpo(cfg, out_dir=out_dir, resume=resume, eval_problems=eval_problems, say=say)
+    return run_grpo(
+        cfg,
+        out_dir=out_dir,
+        resume=resume,
+        eval_problems=eval_problems,
+        say=say,
+        cpu_budget=cpu_budget,
+    )
 
 
 def final_rl(
@@ -143,10 +159,18 @@ def final_rl(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     say: Callable[[str], None] = print,
+    cpu_budget: float | None = None,
 ) -> GRPOSummary:
     """GRPO over every prompt kind, reasoning and non-reasoning, with rule rewards."""
     check_final_rl(cfg)
-    return run_grpo(cfg, out_dir=out_dir, resume=resume, eval_problems=eval_problems, say=say)
+    return run_grpo(
+        cfg,
+        out_dir=out_dir,
+        resume=resume,
+        eval_problems=eval_problems,
+        say=say,
+        cpu_budget=cpu_budget,
+    )
 
 
 def cold_start(

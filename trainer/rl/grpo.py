@@ -42,7 +42,6 @@ generator, and everything else a step depends on is in the checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -63,7 +62,7 @@ from torch import Tensor
 from store.config import config_hash, config_to_dict
 from trainer.adapters import DeepSeekV3Model
 from trainer.data import DataError, DataSource, DataState, load_rows
-from trainer.evaluate import EvalProblem, EvalReport
+from trainer.evaluate import EvalProblem, EvalReport, follows_format, mixes_languages
 from trainer.generate import SamplingParams
 from trainer.metrics import MetricsLog, Progress
 from trainer.model import Transformer, add_expert_load, max_load_violation
@@ -88,7 +87,6 @@ from trainer.rl.rewards import (
     RepetitionPenalty,
     RewardFunction,
     RewardInput,
-    chain_of_thought,
     combine_rewards,
     reward_metrics,
     score,
@@ -253,18 +251,13 @@ def reward_inputs(batch: Rollout, prompts: Sequence[RLPrompt]) -> list[RewardInp
 
 
 def completion_metrics(items: Sequence[RewardInput], default_language: str) -> dict[str, float]:
-    """Format rate (`verifiers.format`) and mixed-language rate of the chains of thought (the
-    project's detector, `verifiers.language.detect_mixed_language`), whatever is rewarded."""
-    from verifiers.format import check_r1_format
-    from verifiers.language import detect_mixed_language
-
-    formatted = mixed = 0
-    for item in items:
-        formatted += bool(check_r1_format(item.completion).ok)
-        target = item.language or default_language
-        # A language the detector does not know: not counted as mixed.
-        with contextlib.suppress(ValueError):
-            mixed += detect_mixed_language(chain_of_thought(item.completion), target) is not None
+    """Format rate and mixed-language rate of the chains of thought, whatever is rewarded:
+    the same judgements the held-out evaluation makes (`trainer.evaluate.follows_format`,
+    `mixes_languages`)."""
+    formatted = sum(follows_format(item.completion) for item in items)
+    mixed = sum(
+        mixes_languages(item.completion, item.language or default_language) for item in items
+    )
     n = max(len(items), 1)
     return {"format_rate": formatted / n, "mixed_language_rate": mixed / n}
 

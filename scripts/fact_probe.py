@@ -1,6 +1,9 @@
 """Probe: does a toy base know single arithmetic steps? (docs/training.md, "The toy base model")
 
-    python bench/fact_probe.py work/runs/pretrain-toy
+    PYTHONPATH=. python scripts/fact_probe.py work/runs/pretrain-toy
+
+A probe, not a benchmark: it measures no speed against an anchor, so it lives here rather
+than in bench/ (whose every script `make bench` runs).
 
 Each fact is asked as the corpus's drills write it: a drill line, two solved facts, then
 `a op b=`; the greedy completion up to its first `.` must be the result. Three sets: the 81
@@ -17,20 +20,13 @@ import random
 import re
 import sys
 from fractions import Fraction
-from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path and bench/store.py would shadow the `store`
-# package: put the repo root there instead.
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-sys.path.insert(0, str(_BENCH_DIR.parent))
+import torch
 
-import torch  # noqa: E402
-
-from generators.tasks.corpus import solution_facts  # noqa: E402
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.evaluate import render_prompt, sampler_for  # noqa: E402
-from trainer.tokenizer import BOS, R1Tokenizer  # noqa: E402
+from generators.tasks.corpus import solution_facts
+from trainer.checkpoint import load_checkpoint
+from trainer.evaluate import render_prompt, sampler_for
+from trainer.tokenizer import BOS, R1Tokenizer
 
 CONTEXT = "Arithmetic practice.\n3+5=8.\n12+7=19.\n"
 
@@ -74,7 +70,7 @@ def steps_in_answers(sample: object, family: str) -> tuple[int, int, list[str]]:
 
 def main() -> None:
     if len(sys.argv) != 2:
-        print("usage: python bench/fact_probe.py MODEL_DIR", file=sys.stderr)
+        print("usage: PYTHONPATH=. python scripts/fact_probe.py MODEL_DIR", file=sys.stderr)
         raise SystemExit(2)
     torch.set_num_threads(1)
     model, _ = load_checkpoint(sys.argv[1])
